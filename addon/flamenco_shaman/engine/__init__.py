@@ -1,0 +1,1 @@
+"""Submission engine: trace -> hash -> negotiate -> upload -> checkout. Never imports bpy."""

@@ -1,0 +1,355 @@
+"""Consistency check of a Shaman storage: re-hash blobs, find stray temps and bad links.
+
+Owns `shaman-manager fsck`'s logic (the CLI only formats the report). It works on
+the storage directory alone, so it runs with the server stopped or running:
+
+- every `file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob` is re-hashed (on all
+  cores) and must have exactly the size and SHA-256 its path claims;
+- temp files in `file-store/uploading/` are reported; a temp is *stale* when no
+  live upload holds its flock and it is older than `STALE_TEMP_AGE` seconds;
+- symlinks under `jobs/` (and extra checkout paths) must resolve to a blob
+  inside `file-store/stored/`.
+
+`repair=True` moves bad blobs to `file-store/quarantine/<timestamp>/...` (never
+deletes them: a human decides) and removes stale temps. Links are only reported:
+which job a broken link belongs to is for a human to judge.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+# A temp file younger than this is left alone even when unlocked: its uploader
+# may not have taken the lock yet. Matches the server's own startup sweep.
+STALE_TEMP_AGE = 60.0
+
+# hashlib releases the GIL on large updates, so threads hash in parallel.
+READ_SIZE = 1 << 20
+
+_SHA_HEAD = re.compile(r"^[0-9a-f]{2}$")
+_SHA_TAIL = re.compile(r"^[0-9a-f]{62}$")
+_BLOB_NAME = re.compile(r"^(0|[1-9][0-9]*)\.blob$")
+
+
+# Problem kinds, stable strings so scripts can grep the report.
+BAD_SIZE = "bad-size"
+BAD_CHECKSUM = "bad-checksum"
+STRAY_FILE = "stray-file"
+STALE_TEMP = "stale-temp"
+DANGLING_LINK = "dangling-link"
+OUTSIDE_LINK = "link-outside-store"
+UNREADABLE = "unreadable"
+
+
+@dataclass
+class Problem:
+    """One thing wrong in the storage, and what --repair did about it."""
+
+    kind: str
+    path: Path
+    detail: str
+    repaired: bool = False
+    action: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.kind}: {self.path}: {self.detail}"
+        if self.action:
+            text += f" [{self.action}]"
+        return text
+
+
+@dataclass
+class FsckReport:
+    """Result of one fsck run."""
+
+    storage_root: Path
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    links_checked: int = 0
+    live_temps: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    quarantine_dir: Path | None = None
+
+    @property
+    def unrepaired(self) -> list[Problem]:
+        return [p for p in self.problems if not p.repaired]
+
+    @property
+    def bad_blobs(self) -> list[Problem]:
+        return [p for p in self.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, UNREADABLE)]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is left to fix (clean, or everything repaired)."""
+        return not self.unrepaired
+
+    def summary(self) -> str:
+        repaired = len(self.problems) - len(self.unrepaired)
+        return (
+            f"checked {self.blobs_checked} blobs ({self.bytes_checked} bytes), "
+            f"{self.links_checked} links; {len(self.problems)} problems, "
+            f"{repaired} repaired; {self.live_temps} uploads in progress"
+        )
+
+
+def run_fsck(
+    storage_root: Path,
+    *,
+    extra_checkout_paths: Sequence[Path] = (),
+    repair: bool = False,
+    workers: int | None = None,
+    stale_after: float = STALE_TEMP_AGE,
+) -> FsckReport:
+    """Check the whole storage under `storage_root`; repair when asked."""
+    storage_root = Path(storage_root)
+    store = storage_root / "file-store"
+    report = FsckReport(storage_root=storage_root)
+
+    _check_blobs(store / "stored", report, workers)
+    _check_temps(store / "uploading", report, repair=repair, stale_after=stale_after)
+    link_roots = [storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
+    _check_links(link_roots, store / "stored", report)
+
+    if repair:
+        _quarantine(store, report)
+    return report
+
+
+# -- blobs ---------------------------------------------------------------------
+
+
+def _iter_stored(stored: Path) -> Iterator[tuple[Path, str | None, int | None]]:
+    """Yield (path, sha, size) for every file in stored/; sha None = unparseable name."""
+    if not stored.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(stored):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(stored).parts
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            match = _BLOB_NAME.match(name)
+            if (
+                len(rel) == 2
+                and _SHA_HEAD.match(rel[0])
+                and _SHA_TAIL.match(rel[1])
+                and match
+                and not path.is_symlink()
+            ):
+                yield path, rel[0] + rel[1], int(match.group(1))
+            else:
+                yield path, None, None
+        # A symlinked directory in stored/ is not followed by os.walk: report it.
+        for name in dirnames:
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                yield path, None, None
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return size, digest.hexdigest()
+
+
+def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Problem | None]:
+    path, sha, size = item
+    if sha is None or size is None:
+        return 0, Problem(STRAY_FILE, path, "not a {sha[:2]}/{sha[2:]}/{size}.blob file")
+    # Size first: cheap, and a wrong size is reported precisely even if huge.
+    try:
+        actual_size = path.stat().st_size
+        if actual_size != size:
+            return 0, Problem(BAD_SIZE, path, f"size is {actual_size}, name says {size}")
+        hashed, digest = _hash_file(path)
+    except OSError as exc:
+        return 0, Problem(UNREADABLE, path, f"cannot read: {exc.strerror or exc}")
+    if hashed != size:
+        return hashed, Problem(BAD_SIZE, path, f"read {hashed} bytes, name says {size}")
+    if digest != sha:
+        return hashed, Problem(BAD_CHECKSUM, path, f"sha256 is {digest}")
+    return hashed, None
+
+
+def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsck-hash") as pool:
+        # map() keeps at most the iterator's items in flight; results stay in order
+        # so the report is deterministic.
+        for nbytes, problem in pool.map(_verify_blob, _iter_stored(stored)):
+            report.blobs_checked += 1
+            report.bytes_checked += nbytes
+            if problem is not None:
+                report.problems.append(problem)
+
+
+# -- temp files ----------------------------------------------------------------
+
+
+def temp_is_live(path: Path) -> bool:
+    """True when an upload holds the flock on this temp file right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # closing releases our lock, if we got it
+    return False
+
+
+def remove_stale_temps(uploading: Path, *, stale_after: float = STALE_TEMP_AGE) -> list[Path]:
+    """Remove temp files in `uploading/` no live upload owns; return what was removed.
+
+    The lock is held while unlinking, so a live uploader can never lose its file.
+    """
+    removed: list[Path] = []
+    for path in _iter_temps(uploading):
+        if _remove_if_stale(path, stale_after):
+            removed.append(path)
+    _prune_empty_dirs(uploading)
+    return removed
+
+
+def _iter_temps(uploading: Path) -> Iterable[Path]:
+    if not uploading.is_dir():
+        return []
+    paths = []
+    for dirpath, _dirnames, filenames in os.walk(uploading):
+        paths.extend(Path(dirpath, name) for name in filenames)
+    return sorted(paths)
+
+
+def _remove_if_stale(path: Path, stale_after: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        # A symlink (O_NOFOLLOW) has no business here either; unlink it, never follow.
+        if path.is_symlink():
+            path.unlink(missing_ok=True)
+            return True
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live upload owns it
+        age = time.time() - os.fstat(fd).st_mtime
+        if age < stale_after:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _check_temps(uploading: Path, report: FsckReport, *, repair: bool, stale_after: float) -> None:
+    for path in _iter_temps(uploading):
+        if temp_is_live(path):
+            report.live_temps += 1
+            continue
+        try:
+            age = time.time() - path.lstat().st_mtime
+        except FileNotFoundError:
+            continue  # its upload just finished
+        if age < stale_after:
+            report.live_temps += 1  # too young to judge; its uploader may be starting
+            continue
+        problem = Problem(STALE_TEMP, path, f"temp file no upload owns, {age:.0f} s old")
+        if repair and _remove_if_stale(path, stale_after):
+            problem.repaired, problem.action = True, "removed"
+        report.problems.append(problem)
+    if repair:
+        _prune_empty_dirs(uploading)
+
+
+def _prune_empty_dirs(root: Path) -> None:
+    """Remove empty directories below `root` (not root itself); races are harmless."""
+    if not root.is_dir():
+        return
+    for dirpath, _dirnames, _filenames in os.walk(root, topdown=False):
+        if Path(dirpath) != root:
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # not empty, or an uploader just created something in it
+
+
+# -- links ---------------------------------------------------------------------
+
+
+def _check_links(roots: Sequence[Path], stored: Path, report: FsckReport) -> None:
+    stored_real = os.path.realpath(stored)
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            # os.walk does not descend into symlinked dirs; check them as links.
+            for name in [*dirnames, *filenames]:
+                path = Path(dirpath, name)
+                if not path.is_symlink():
+                    continue
+                report.links_checked += 1
+                problem = _check_link(path, stored_real)
+                if problem is not None:
+                    report.problems.append(problem)
+
+
+def _check_link(path: Path, stored_real: str) -> Problem | None:
+    target = os.readlink(path)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, stored_real]) != stored_real:
+        return Problem(OUTSIDE_LINK, path, f"points to {target}, outside file-store/stored")
+    if not os.path.exists(real):
+        return Problem(DANGLING_LINK, path, f"target {target} does not exist")
+    if not os.path.isfile(real):
+        return Problem(OUTSIDE_LINK, path, f"points to {target}, which is not a blob")
+    return None
+
+
+# -- repair --------------------------------------------------------------------
+
+
+def _quarantine(store: Path, report: FsckReport) -> None:
+    """Move bad and stray blobs aside, keeping their path under stored/."""
+    stored = store / "stored"
+    to_move = [p for p in report.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, STRAY_FILE)]
+    if not to_move:
+        return
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    qdir = store / "quarantine" / stamp
+    for problem in to_move:
+        dest = qdir / problem.path.relative_to(stored)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(problem.path, dest)  # same filesystem: atomic, nothing copied
+        except OSError as exc:
+            problem.action = f"could not quarantine: {exc.strerror or exc}"
+            continue
+        problem.repaired, problem.action = True, f"moved to {dest}"
+        report.quarantine_dir = qdir
+        for parent in (problem.path.parent, problem.path.parent.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # still holds other blobs

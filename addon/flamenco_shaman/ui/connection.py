@@ -1,0 +1,18 @@
+""" "Check connection": one line saying which manager answers, or why none does. No bpy."""
+
+from __future__ import annotations
+
+from ..engine import ManagerClient, SubmitError
+
+
+def describe_manager(url: str, token: str | None = None) -> tuple[bool, str]:
+    """(ok, message) for the manager at `url`; message is fit for the status bar."""
+    try:
+        client = ManagerClient(url, token=token or None)
+        version = client.version()
+        config = client.configuration()
+    except SubmitError as ex:
+        return False, f"Cannot use {url}: {ex}"
+    name = version.get("name", "Flamenco Manager")
+    shaman = "Shaman enabled" if config.get("shamanEnabled") else "Shaman is DISABLED"
+    return bool(config.get("shamanEnabled")), f"{name} {version.get('version', '?')}: {shaman}"

@@ -1,0 +1,198 @@
+"""The one submission the add-on runs at a time: a worker thread over the engine.
+
+No bpy in here: the worker thread must never touch Blender data, and keeping this
+module bpy-free makes that impossible by construction. The operator hands in plain
+values, the worker publishes progress into this object, and Blender's main thread
+reads it from a timer and from the panel's draw().
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions, SubmitResult
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".flamenco_shaman-"
+# Characters Flamenco refuses in a checkout path; a blend name may contain them.
+_UNSAFE_IN_CHECKOUT = re.compile(r"[\\?*:;{}/]+")
+
+
+def default_checkout_name(blend_path: Path) -> str:
+    """The checkout name offered when the artist leaves the field empty: the blend's stem."""
+    name = _UNSAFE_IN_CHECKOUT.sub("-", blend_path.stem).strip(" .-")
+    return name or "submission"
+
+
+def checkout_path_for(name: str, now: float | None = None) -> str:
+    """Checkout path for a submission named `name`: unique per submission via a timestamp."""
+    stamp = time.strftime("%Y-%m-%d-%H%M%S", time.localtime(now))
+    parts = [p.strip() for p in name.replace("\\", "/").split("/")]
+    clean = "/".join(_UNSAFE_IN_CHECKOUT.sub("-", p) for p in parts if p not in ("", ".", ".."))
+    return f"{clean or 'submission'}/{stamp}"
+
+
+def temp_copy_path(original: Path) -> Path:
+    """Where to save the temporary copy: next to the original, so `//` paths still resolve.
+
+    Hidden and randomised, so it never collides with the artist's files or another Blender.
+    """
+    return original.with_name(f"{TEMP_PREFIX}{original.stem}-{secrets.token_hex(4)}.blend")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything a submission needs, gathered on Blender's main thread."""
+
+    original_blend: Path
+    temp_blend: Path
+    manager_url: str
+    checkout_path: str
+    project_root: Path | None = None
+    relative_only: bool = False
+    uploads: int = 4
+    token: str | None = None
+
+
+class SubmitJob:
+    """One run of the engine on a temporary copy; removes that copy whatever happens."""
+
+    def __init__(self, request: JobRequest) -> None:
+        self.request = request
+        self.progress: Progress | None = None
+        self.result: SubmitResult | None = None
+        self.error: str | None = None
+        self.cancelled = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._submission = Submission(self._options(), progress=self._on_progress)
+
+    def _options(self) -> SubmitOptions:
+        req = self.request
+        return SubmitOptions(
+            blendfile=req.temp_blend,
+            manager_url=req.manager_url,
+            project_root=req.project_root,
+            checkout_path=req.checkout_path,
+            relative_only=req.relative_only,
+            uploads=req.uploads,
+            token=req.token or None,
+            **_pack_name_option(req.original_blend.name),
+        )
+
+    def _on_progress(self, progress: Progress) -> None:
+        # Called from engine worker threads; a reference assignment is atomic.
+        self.progress = progress
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def start(self) -> None:
+        """Run in a daemon thread, so quitting Blender never waits for an upload."""
+        self._thread = threading.Thread(target=self.run, name="flamenco-shaman-submit", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Run to completion in the calling thread; outcome lands in result/error/cancelled."""
+        try:
+            self.result = self._submission.run()
+        except SubmitCancelled:
+            self.cancelled = True
+        except SubmitError as ex:
+            self.error = str(ex)
+        except Exception as ex:  # an engine bug must still end the job and free the UI
+            log.exception("Submission failed unexpectedly")
+            self.error = f"Unexpected error: {ex}"
+        finally:
+            self.request.temp_blend.unlink(missing_ok=True)
+            _publish(self)
+            self._done.set()
+
+    def cancel(self, wait: float = 0.0) -> None:
+        """Ask the engine to stop; optionally wait (bounded) for the worker to wind down."""
+        self._submission.cancel()
+        if wait:
+            self._done.wait(wait)
+        if not self._done.is_set() and self._thread is None:
+            # Never started: nothing else will remove the copy.
+            self.request.temp_blend.unlink(missing_ok=True)
+            self._done.set()
+
+
+def _pack_name_option(blend_name: str) -> dict[str, str]:
+    """Engine option naming the blend inside the checkout after the original, not the copy."""
+    fields = getattr(SubmitOptions, "__dataclass_fields__", {})
+    for field in ("blend_name", "pack_blend_name", "blendfile_name"):
+        if field in fields:
+            return {field: blend_name}
+    return {}
+
+
+current: SubmitJob | None = None
+last_result: SubmitResult | None = None
+last_error: str | None = None
+
+
+def _publish(job: SubmitJob) -> None:
+    """Keep the outcome where the panel and scripts find it, even if no operator is watching."""
+    global last_result, last_error
+    last_result = job.result
+    last_error = job.error or ("Submission cancelled" if job.cancelled else None)
+
+
+def cancel_current(wait: float = 2.0) -> None:
+    """Stop the running submission, if any (Blender quitting, add-on disabled, file loaded)."""
+    job = current
+    if job is not None and job.running:
+        job.cancel(wait=wait)
+
+
+PHASE_LABELS = {
+    "tracing": "Finding assets",
+    "hashing": "Checksumming",
+    "uploading": "Uploading",
+    "checkout": "Creating checkout",
+    "done": "Done",
+}
+
+
+def format_bytes(count: int) -> str:
+    """Human-readable size with one decimal, binary units (what file managers show)."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def progress_factor(progress: Progress | None) -> float:
+    """0..1 for a progress bar: by bytes when known, else by files."""
+    if progress is None:
+        return 0.0
+    if progress.bytes_total:
+        return min(1.0, progress.bytes_done / progress.bytes_total)
+    if progress.files_total:
+        return min(1.0, progress.files_done / progress.files_total)
+    return 0.0
+
+
+def progress_text(progress: Progress | None) -> str:
+    """One line: phase, files and bytes, e.g. "Uploading: 3/10 files, 1.0/4.0 MiB"."""
+    if progress is None:
+        return "Starting"
+    phase = PHASE_LABELS.get(progress.phase, progress.phase.capitalize())
+    if not progress.files_total:
+        return phase
+    text = f"{phase}: {progress.files_done}/{progress.files_total} files"
+    if progress.bytes_total:
+        text += f", {format_bytes(progress.bytes_done)} / {format_bytes(progress.bytes_total)}"
+    return text

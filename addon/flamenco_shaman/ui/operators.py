@@ -1,0 +1,181 @@
+"""Submit, Cancel and Copy Farm Path operators.
+
+Submit runs the engine in a worker thread (`job.SubmitJob`) and watches it from a modal
+timer, so Blender stays responsive; executed directly (scripts, background mode) it runs
+the engine synchronously and leaves the result on `window_manager.flamenco_shaman`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from . import job
+from .preferences import get_preferences
+
+POLL_SECONDS = 0.1
+
+
+def _redraw_properties(context: bpy.types.Context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "PROPERTIES":
+                area.tag_redraw()
+
+
+class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
+    """Send this blend file and everything it uses to the Flamenco farm"""
+
+    bl_idname = "flamenco_shaman.submit"
+    bl_label = "Submit to Flamenco"
+
+    _timer = None
+    _job: job.SubmitJob | None = None
+
+    def _prepare(self, context: bpy.types.Context) -> job.SubmitJob | None:
+        """Gather settings and save the temporary copy; None (after a report) if we can't."""
+        if job.current is not None and job.current.running:
+            self.report({"ERROR"}, "A submission is already running; wait for it or cancel it")
+            return None
+        if not bpy.data.filepath:
+            self.report({"ERROR"}, "Save the blend file first: the farm needs it on disk")
+            return None
+        original = Path(bpy.data.filepath)
+        prefs = get_preferences(context)
+        settings = context.scene.flamenco_shaman
+        name = settings.checkout_name.strip() or job.default_checkout_name(original)
+        root = Path(bpy.path.abspath(settings.project_root)) if settings.project_root else None
+        temp = job.temp_copy_path(original)
+        try:
+            # copy=True leaves bpy.data.filepath and is_dirty alone: the artist's file
+            # and its unsaved-changes state stay as they were.
+            bpy.ops.wm.save_as_mainfile(
+                filepath=str(temp), copy=True, relative_remap=True, check_existing=False
+            )
+        except RuntimeError as ex:
+            temp.unlink(missing_ok=True)
+            self.report({"ERROR"}, f"Cannot save a temporary copy next to the blend file: {ex}")
+            return None
+        request = job.JobRequest(
+            original_blend=original,
+            temp_blend=temp,
+            manager_url=prefs.manager_url,
+            checkout_path=job.checkout_path_for(name),
+            project_root=root,
+            relative_only=settings.relative_only,
+            uploads=prefs.uploads,
+            token=prefs.token or None,
+        )
+        try:
+            submit_job = job.SubmitJob(request)
+        except Exception as ex:
+            temp.unlink(missing_ok=True)
+            self.report({"ERROR"}, f"Cannot start the submission: {ex}")
+            return None
+        job.current = submit_job
+        return submit_job
+
+    def _finish(self, context: bpy.types.Context, done: job.SubmitJob) -> set[str]:
+        """Publish the outcome on the WindowManager and in the status bar."""
+        state = context.window_manager.flamenco_shaman
+        result = done.result
+        state.farm_path = result.farm_blend_path if result else ""
+        state.checkout_path = result.checkout_path if result else ""
+        state.files_uploaded = result.files_uploaded if result else 0
+        state.files_total = result.files_total if result else 0
+        state.missing_count = len(result.missing_files) if result else 0
+        state.error = job.last_error or ""
+        if result is None:
+            self.report({"WARNING"} if done.cancelled else {"ERROR"}, state.error)
+            return {"CANCELLED"}
+        uploaded = job.format_bytes(result.bytes_uploaded)
+        self.report(
+            {"INFO"},
+            f"Submitted {result.farm_blend_path} "
+            f"({result.files_uploaded} of {result.files_total} files uploaded, {uploaded})",
+        )
+        if result.missing_files:
+            self.report(
+                {"WARNING"},
+                f"{len(result.missing_files)} missing asset(s) were not sent; "
+                "see the Flamenco Shaman panel",
+            )
+        return {"FINISHED"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        # Scripts and background mode: run to completion so the caller can read the result.
+        submit_job = self._prepare(context)
+        if submit_job is None:
+            return {"CANCELLED"}
+        submit_job.run()
+        return self._finish(context, submit_job)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        submit_job = self._prepare(context)
+        if submit_job is None:
+            return {"CANCELLED"}
+        self._job = submit_job
+        submit_job.start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(POLL_SECONDS, window=context.window)
+        wm.modal_handler_add(self)
+        _redraw_properties(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        _redraw_properties(context)
+        if self._job is None or self._job.running:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._finish(context, self._job)
+
+
+class FLAMENCO_SHAMAN_OT_cancel(bpy.types.Operator):
+    """Stop the running submission; nothing is created on the farm"""
+
+    bl_idname = "flamenco_shaman.cancel"
+    bl_label = "Cancel Submission"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return job.current is not None and job.current.running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job.cancel_current(wait=0.0)
+        self.report({"INFO"}, "Cancelling submission")
+        return {"FINISHED"}
+
+
+class FLAMENCO_SHAMAN_OT_copy_farm_path(bpy.types.Operator):
+    """Copy the blend file's path on the farm to the clipboard"""
+
+    bl_idname = "flamenco_shaman.copy_farm_path"
+    bl_label = "Copy Farm Path"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(context.window_manager.flamenco_shaman.farm_path)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        wm = context.window_manager
+        wm.clipboard = wm.flamenco_shaman.farm_path
+        self.report({"INFO"}, f"Copied {wm.flamenco_shaman.farm_path}")
+        return {"FINISHED"}
+
+
+classes = (FLAMENCO_SHAMAN_OT_submit, FLAMENCO_SHAMAN_OT_cancel, FLAMENCO_SHAMAN_OT_copy_farm_path)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,147 @@
+"""Persistent SHA-256 cache, keyed by absolute path, size and mtime in nanoseconds.
+
+One JSON file in the user's cache directory. Saving merges with what is on disk
+(another submit may have saved meanwhile) and replaces the file atomically, so
+concurrent submits never lose each other's entries nor leave a half-written file.
+Entries unused for `max_age` are pruned; a corrupt file is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "FLAMENCO_SHAMAN_CACHE_DIR"
+FILENAME = "checksums.json"
+FORMAT_VERSION = 1
+MAX_AGE_SECONDS = 60 * 24 * 3600
+
+# path -> [size, mtime_ns, sha256, last used (unix time)]
+Entry = list
+
+
+def default_cache_dir() -> Path:
+    """$FLAMENCO_SHAMAN_CACHE_DIR, else the platform's per-user cache directory."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "flamenco-shaman" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "flamenco-shaman"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flamenco-shaman"
+
+
+class ChecksumCache:
+    """Thread-safe map (path, size, mtime_ns) -> sha256, loaded once and saved on demand."""
+
+    def __init__(self, path: Path | None = None, max_age: float = MAX_AGE_SECONDS) -> None:
+        self.path = path if path is not None else default_cache_dir() / FILENAME
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = self._read()
+        self._touched: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, abspath: str, size: int, mtime_ns: int) -> str | None:
+        with self._lock:
+            entry = self._entries.get(abspath)
+            if entry is None or entry[0] != size or entry[1] != mtime_ns:
+                self.misses += 1
+                return None
+            entry[3] = time.time()
+            self._touched.add(abspath)
+            self.hits += 1
+            return entry[2]
+
+    def store(self, abspath: str, size: int, mtime_ns: int, sha: str) -> None:
+        with self._lock:
+            self._entries[abspath] = [size, mtime_ns, sha, time.time()]
+            self._touched.add(abspath)
+
+    def save(self) -> None:
+        """Merge our changes into the file on disk; never raises (a cache is optional)."""
+        try:
+            self._save()
+        except OSError as ex:
+            log.warning("could not save checksum cache %s: %s", self.path, ex)
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, _file_lock(self.path.with_name(self.path.name + ".lock")):
+            merged = self._read()
+            for key in self._touched:
+                ours = self._entries[key]
+                theirs = merged.get(key)
+                if theirs is None or ours[3] >= theirs[3]:
+                    merged[key] = ours
+            cutoff = time.time() - self.max_age
+            merged = {k: v for k, v in merged.items() if v[3] >= cutoff}
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".checksums-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"version": FORMAT_VERSION, "entries": merged}, f)
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            self._entries = merged
+            self._touched.clear()
+
+    def _read(self) -> dict[str, Entry]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as ex:
+            log.warning("ignoring unreadable checksum cache %s: %s", self.path, ex)
+            return {}
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            return {}
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            return {}
+        return {k: v for k, v in entries.items() if _valid_entry(v)}
+
+
+def _valid_entry(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 4
+        and isinstance(value[0], int)
+        and isinstance(value[1], int)
+        and isinstance(value[2], str)
+        and len(value[2]) == 64
+        and isinstance(value[3], int | float)
+    )
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise read-merge-write between processes where the OS offers a lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: os.replace still keeps the file whole
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

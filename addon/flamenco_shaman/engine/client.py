@@ -1,0 +1,217 @@
+"""HTTP client for a Flamenco manager's Shaman API (`/api/v3`), one requests.Session each.
+
+Every failure an artist can run into becomes a SubmitError with a one-line reason.
+Uploads are the exception: their transport errors are raised as UploadInterrupted so
+the uploader can retry them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import SubmitError
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 300.0
+RETRY_DELAYS = (0.2, 0.5, 1.0)  # for idempotent calls that hit a 5xx or a dropped connection
+
+
+class UploadInterrupted(Exception):
+    """The connection broke during an upload (the manager may have closed it on purpose)."""
+
+
+class CheckoutIncomplete(SubmitError):
+    """checkout/create answered 424: some files are not stored on the manager."""
+
+
+def _message(response: requests.Response) -> str:
+    """The manager's one-line explanation: the JSON "message", else the first line of text."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except ValueError:
+        pass
+    lines = (response.text or "").strip().splitlines()
+    return lines[0][:200] if lines else str(response.reason or "")
+
+
+class ManagerClient:
+    """Talks to one manager; not shared between threads (each thread makes its own)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise SubmitError(f"the manager URL must start with http:// or https://: {url}")
+        self.url = url if url.endswith("/") else url + "/"
+        self.api = self.url + "api/v3/"
+        self.token = token
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=0, pool_connections=1, pool_maxsize=1)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = "flamenco-shaman-submit"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def clone(self) -> ManagerClient:
+        """A client for another thread: same manager, own connection."""
+        return ManagerClient(self.url, self.token)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ManagerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- information -------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        """GET version; checks that this is a Flamenco-compatible manager."""
+        body = self._json("GET", "version", what="asking its version", retry=True)
+        if not isinstance(body, dict) or "version" not in body:
+            raise SubmitError(f"{self.url} does not look like a Flamenco manager")
+        return body
+
+    def configuration(self) -> dict[str, Any]:
+        """GET configuration; a manager with Shaman switched off is an error here."""
+        body = self._json("GET", "configuration", what="asking its configuration", retry=True)
+        if not isinstance(body, dict):
+            raise SubmitError(f"{self.url} does not look like a Flamenco manager")
+        if body.get("shamanEnabled") is False:
+            raise SubmitError(f"Shaman is disabled on the manager at {self.url}")
+        return body
+
+    # --- shaman ------------------------------------------------------------
+
+    def requirements(self, files: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """POST checkout/requirements; the files the manager wants, each with a status."""
+        body = self._json(
+            "POST",
+            "shaman/checkout/requirements",
+            json={"files": list(files)},
+            what="negotiating which files to upload",
+            retry=True,
+        )
+        files_out = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files_out, list):
+            raise SubmitError("the manager sent an unreadable answer to checkout/requirements")
+        return files_out
+
+    def upload(
+        self, sha: str, size: int, body: Any, *, filename: str, can_defer: bool
+    ) -> tuple[int, str]:
+        """POST files/{sha}/{size} with a streamed body; (status, message).
+
+        Raises UploadInterrupted on a transport error; exceptions raised by the body
+        iterator itself (cancel, file changed) pass through unchanged.
+        """
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Shaman-Original-Filename": filename,
+            # Python's str(bool), exactly like Flamenco's generated client.
+            "X-Shaman-Can-Defer-Upload": str(bool(can_defer)),
+        }
+        try:
+            response = self.session.post(
+                f"{self.api}shaman/files/{sha}/{size}",
+                data=body,
+                headers=headers,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except requests.RequestException as ex:
+            raise UploadInterrupted(str(ex)) from ex
+        with response:
+            message = _message(response) if response.status_code >= 300 else ""
+        return response.status_code, message
+
+    def create_checkout(self, files: Iterable[dict[str, Any]], checkout_path: str) -> str:
+        """POST checkout/create; the checkout path the manager actually used."""
+        response = self._send(
+            "POST",
+            "shaman/checkout/create",
+            json={"files": list(files), "checkoutPath": checkout_path},
+            what="creating the checkout",
+            retry=False,
+        )
+        if response.status_code == 424:
+            raise CheckoutIncomplete(
+                f"the manager is missing files for the checkout: {_message(response)}"
+            )
+        if response.status_code == 409:
+            raise SubmitError(
+                f"no free checkout directory for {checkout_path!r}: {_message(response)}"
+            )
+        self._raise_for_status(response, "creating the checkout")
+        try:
+            used = response.json()["checkoutPath"]
+        except (ValueError, KeyError, TypeError):
+            raise SubmitError("the manager sent an unreadable answer to checkout/create") from None
+        return str(used)
+
+    # --- plumbing ----------------------------------------------------------
+
+    def _json(self, method: str, path: str, *, what: str, retry: bool, **kw: Any) -> Any:
+        response = self._send(method, path, what=what, retry=retry, **kw)
+        self._raise_for_status(response, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise SubmitError(
+                f"{self.url} does not look like a Flamenco manager (no JSON when {what})"
+            ) from None
+
+    def _send(
+        self, method: str, path: str, *, what: str, retry: bool, **kw: Any
+    ) -> requests.Response:
+        delays = RETRY_DELAYS if retry else ()
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(
+                    method, self.api + path, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kw
+                )
+            except requests.RequestException as ex:
+                if attempt < len(delays):
+                    time.sleep(delays[attempt])
+                    attempt += 1
+                    continue
+                raise SubmitError(
+                    f"cannot reach the manager at {self.url} ({_short(ex)})"
+                ) from None
+            if response.status_code >= 500 and response.status_code != 503:
+                if attempt < len(delays):
+                    time.sleep(delays[attempt])
+                    attempt += 1
+                    continue
+            return response
+
+    def _raise_for_status(self, response: requests.Response, what: str) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        if status == 503:
+            raise SubmitError(f"Shaman is disabled on the manager at {self.url}")
+        if status in (401, 403):
+            raise SubmitError(
+                f"the manager at {self.url} refused access ({status}); check the token"
+            )
+        if status == 404:
+            raise SubmitError(f"{self.url} does not look like a Flamenco manager (404 when {what})")
+        raise SubmitError(f"the manager answered {status} when {what}: {_message(response)}")
+
+
+def _short(ex: Exception) -> str:
+    """The innermost reason of a requests error, which is the readable one."""
+    text = str(ex)
+    for marker in ("Failed to establish a new connection: ", "] "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+    return text.rstrip("')\"").strip() or type(ex).__name__

@@ -1,0 +1,36 @@
+"""What a submission is asked to do (SubmitOptions) and what it reports back (SubmitResult)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SubmitOptions:
+    """Everything one submission needs; only blendfile and manager_url are required."""
+
+    blendfile: Path
+    manager_url: str
+    project_root: Path | None = None  # default: the blend file's directory
+    checkout_path: str | None = None  # default: blend name + timestamp
+    relative_only: bool = False
+    exclude: Sequence[str] = ()  # glob patterns, matched by BAT against absolute paths
+    hash_workers: int | None = None  # default: os.cpu_count()
+    uploads: int = 4  # parallel upload connections
+    token: str | None = None  # sent as "Authorization: Bearer <token>"
+
+
+@dataclass
+class SubmitResult:
+    """Where the job's copy of the blend lives, and what it took to get it there."""
+
+    checkout_path: str  # as used by the manager, relative to its jobs directory
+    farm_blend_path: str  # "{jobs}/<checkout_path>/<blend path in pack>"
+    missing_files: list[str] = field(default_factory=list)
+    files_total: int = 0
+    bytes_total: int = 0
+    files_uploaded: int = 0
+    bytes_uploaded: int = 0
+    files_hashed: int = 0  # read from disk; the rest came from the checksum cache

@@ -1,0 +1,500 @@
+"""Hash -> negotiate -> upload, overlapping: the moving parts between tracing and checkout.
+
+Threads:
+- a hash pool (one worker per core) turns traced files into identities (sha, size);
+- a coordinator batches identities into checkout/requirements requests as they come
+  in and queues the 'unknown' ones for upload right away, so uploading starts while
+  hashing continues. When everything is hashed it runs further rounds for what was
+  deferred ('uploading' answers, 425, exhausted retries, changed files): ask again,
+  upload 'unknown' first and 'uploading' last, the last round without permission to
+  defer;
+- N upload workers, each with its own connection, stream files to the manager.
+Any error or cancel sets one stop flag that every loop checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import ChecksumCache
+from .client import ManagerClient, UploadInterrupted
+from .errors import SubmitCancelled, SubmitError
+from .hashing import identify, stat_key
+from .progress import ProgressTracker
+from .trace import TracedFile
+from .upload import FileBody, FileChanged, UploadCancelled
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000  # files per checkout/requirements request
+BATCH_WAIT = 0.2  # seconds without new hashes before a partial batch is sent
+MAX_ROUNDS = 6  # negotiate+upload rounds before giving up on deferred files
+UPLOAD_RETRY_DELAYS = (0.25, 0.5, 1.0)  # per-file retries on 5xx / dropped connection
+ROUND_DELAYS = (0.0, 0.0, 0.25, 0.5, 1.0, 2.0)  # pause before round n (index n-1)
+POLL = 0.1  # seconds between checks of the stop flag while waiting
+
+Key = tuple[str, int]
+_END = object()
+
+
+@dataclass(eq=False)
+class Entry:
+    """One path in the checkout and the local file it comes from."""
+
+    source: Path
+    pack_path: str
+    temporary: bool
+    sha: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+    @property
+    def key(self) -> Key:
+        return (self.sha, self.size)
+
+
+@dataclass(eq=False)
+class Blob:
+    """One identity and every entry that has it; uploaded once."""
+
+    sha: str
+    size: int
+    entries: list[Entry] = field(default_factory=list)
+    settled: bool = False
+
+
+class Pipeline:
+    """Feed it traced files with add(); finish() returns when all are on the manager."""
+
+    def __init__(
+        self,
+        client: ManagerClient,
+        *,
+        cache: ChecksumCache | None,
+        tracker: ProgressTracker,
+        cancel: threading.Event,
+        hash_workers: int | None = None,
+        uploads: int = 4,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._tracker = tracker
+        self._cancel = cancel
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}  # by pack path
+        self._blobs: dict[Key, Blob] = {}
+        self._hash_pending = 0
+        self._tracing_done = False
+        self._hashed: queue.Queue[Any] = queue.Queue()
+        self._hasher = ThreadPoolExecutor(
+            max_workers=max(1, hash_workers or os.cpu_count() or 1),
+            thread_name_prefix="shaman-hash",
+        )
+        self._uploads: queue.Queue[Any] = queue.Queue()
+        self._upload_cond = threading.Condition()
+        self._upload_outstanding = 0
+        self._deferred: set[Key] = set()
+        self._workers = [
+            threading.Thread(target=self._upload_worker, name=f"shaman-upload-{i}", daemon=True)
+            for i in range(max(1, uploads))
+        ]
+        self._coordinator = threading.Thread(
+            target=self._guard, args=(self._coordinate,), name="shaman-negotiate", daemon=True
+        )
+        self._started = False
+        self.files_hashed = 0
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def __enter__(self) -> Pipeline:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._coordinator.start()
+        self._started = True
+
+    def close(self) -> None:
+        """Stop every thread; safe to call at any point, also after an error."""
+        self._stop.set()
+        self._hasher.shutdown(wait=True, cancel_futures=True)
+        for _ in self._workers:
+            self._uploads.put(_END)
+        if self._started:
+            self._hashed.put(_END)
+            for thread in [self._coordinator, *self._workers]:
+                thread.join()
+
+    # --- input ---------------------------------------------------------------
+
+    def add(self, traced: TracedFile) -> None:
+        """Called from BAT's transfer thread for each file of the pack."""
+        self._check()
+        with self._lock:
+            if traced.pack_path in self._entries:
+                return  # BAT lists sequence frames once per user; one copy is enough
+            entry = Entry(traced.source, traced.pack_path, traced.temporary)
+            self._entries[traced.pack_path] = entry
+            self._hash_pending += 1
+        try:
+            size = traced.source.stat().st_size
+        except OSError:
+            size = 0
+        self._tracker.discovered(size, traced.pack_path)
+        self._hasher.submit(self._guard, self._hash, entry)
+
+    def tracing_done(self) -> None:
+        with self._lock:
+            self._tracing_done = True
+            if self._hash_pending == 0:
+                self._hashed.put(_END)
+
+    # --- results ---------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Wait for all hashing, negotiating and uploading; raise what went wrong."""
+        self.tracing_done()
+        while self._coordinator.is_alive():
+            self._coordinator.join(POLL)
+            self._check()
+        self._check()
+        # Files that changed after they were negotiated: never check out a stale identity.
+        while True:
+            changed = self._rehash_changed()
+            if not changed:
+                break
+            self._guard(self._rounds, changed, 2)
+            self._check()
+
+    def resend_all(self) -> None:
+        """After a 424 on checkout: ask again about every file and upload what is missing."""
+        with self._lock:
+            keys = set(self._blobs)
+            for blob in self._blobs.values():
+                blob.settled = False
+        self._guard(self._rounds, keys, 2)
+        self._check()
+
+    def checkout_files(self) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: e.pack_path)
+            return [{"sha": e.sha, "size": e.size, "path": e.pack_path} for e in entries]
+
+    def check(self) -> None:
+        """Raise SubmitCancelled or the pipeline's first error, if any."""
+        self._check()
+
+    def _check(self) -> None:
+        if self._cancel.is_set():
+            self._stop.set()
+            raise SubmitCancelled()
+        if self._error is not None:
+            raise self._error
+        if self._stop.is_set():
+            raise SubmitCancelled()
+
+    def _stopping(self) -> bool:
+        if self._cancel.is_set():
+            self._stop.set()
+        return self._stop.is_set()
+
+    def _guard(self, func: Any, *args: Any) -> None:
+        """Run func; the first exception stops the whole pipeline and is kept for finish()."""
+        try:
+            func(*args)
+        except SubmitCancelled:
+            self._stop.set()
+        except BaseException as ex:
+            with self._lock:
+                if self._error is None:
+                    self._error = ex if isinstance(ex, SubmitError) else _wrap(ex)
+            self._stop.set()
+
+    # --- hashing ---------------------------------------------------------------
+
+    def _hash(self, entry: Entry) -> None:
+        try:
+            if self._stopping():
+                return
+            name = entry.pack_path
+            ident = identify(
+                entry.source,
+                None if entry.temporary else self._cache,
+                self._stop,
+                lambda n: self._tracker.hashing(n, name),
+            )
+            if not ident.from_cache:
+                with self._lock:
+                    self.files_hashed += 1
+            else:
+                self._tracker.hashing(ident.size, name)
+            entry.sha, entry.size, entry.mtime_ns = ident.sha, ident.size, ident.mtime_ns
+            self._tracker.hashed()
+            self._hashed.put(entry)
+        finally:
+            with self._lock:
+                self._hash_pending -= 1
+                if self._tracing_done and self._hash_pending == 0:
+                    self._hashed.put(_END)
+
+    def _rehash_changed(self) -> set[Key]:
+        changed: set[Key] = set()
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            if self._stopping():
+                break
+            if stat_key(entry.source) != (entry.size, entry.mtime_ns):
+                changed.add(self._rehash(entry))
+        self._check()
+        return changed
+
+    def _rehash(self, entry: Entry) -> Key:
+        """Give a changed file its new identity; returns the key that now needs sending."""
+        ident = identify(entry.source, None if entry.temporary else self._cache, self._stop)
+        with self._lock:
+            old = self._blobs.get(entry.key)
+            if old is not None and entry in old.entries:
+                old.entries.remove(entry)
+            entry.sha, entry.size, entry.mtime_ns = ident.sha, ident.size, ident.mtime_ns
+            blob = self._blobs.setdefault(entry.key, Blob(entry.sha, entry.size))
+            blob.entries.append(entry)
+            blob.settled = False
+        return entry.key
+
+    # --- negotiating -------------------------------------------------------------
+
+    def _coordinate(self) -> None:
+        batch: list[Blob] = []
+        while not self._stopping():
+            try:
+                item = self._hashed.get(timeout=BATCH_WAIT)
+            except queue.Empty:
+                if batch:
+                    self._negotiate_streaming(batch)
+                    batch = []
+                continue
+            if item is _END:
+                break
+            with self._lock:
+                blob = self._blobs.get(item.key)
+                if blob is not None:
+                    blob.entries.append(item)
+                    if blob.settled:
+                        self._tracker.settled(1, item.size)
+                    continue
+                blob = self._blobs[item.key] = Blob(item.sha, item.size, [item])
+            batch.append(blob)
+            if len(batch) >= BATCH_SIZE:
+                self._negotiate_streaming(batch)
+                batch = []
+        if self._stopping():
+            return
+        if batch:
+            self._negotiate_streaming(batch)
+        self._tracker.set_phase("uploading")
+        self._wait_uploads()
+        self._rounds(set(), 2)
+
+    def _negotiate_streaming(self, blobs: list[Blob]) -> None:
+        """First round: unknown files go to the uploaders now, 'uploading' ones wait."""
+        answer = self._ask(blobs)
+        for blob in blobs:
+            status = answer.get((blob.sha, blob.size))
+            if status == "unknown":
+                self._queue_upload(blob, can_defer=True)
+            elif status is not None:
+                with self._lock:
+                    self._deferred.add((blob.sha, blob.size))
+            else:
+                self._settle(blob)
+
+    def _rounds(self, pending: set[Key], first_round: int) -> None:
+        """Later rounds: ask again about deferred files, upload unknown first, uploading last."""
+        for rnd in range(first_round, MAX_ROUNDS + 1):
+            with self._lock:
+                pending |= self._deferred
+                self._deferred.clear()
+                blobs = [
+                    self._blobs[k]
+                    for k in sorted(pending)
+                    if k in self._blobs and self._blobs[k].entries
+                ]
+            if not blobs or self._stopping():
+                return
+            self._sleep(ROUND_DELAYS[min(rnd - 1, len(ROUND_DELAYS) - 1)])
+            can_defer = rnd < MAX_ROUNDS
+            answer = self._ask(blobs)
+            later = []
+            for blob in blobs:
+                status = answer.get((blob.sha, blob.size))
+                if status == "unknown":
+                    self._queue_upload(blob, can_defer=can_defer)
+                elif status is not None:
+                    later.append(blob)
+                else:
+                    self._settle(blob)
+            self._wait_uploads()
+            for blob in later:
+                self._queue_upload(blob, can_defer=can_defer)
+            self._wait_uploads()
+            pending = set()
+        with self._lock:
+            left = sorted(
+                e.pack_path
+                for k in self._deferred
+                if k in self._blobs
+                for e in self._blobs[k].entries
+            )
+        if left and not self._stopping():
+            shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+            raise SubmitError(
+                f"could not upload {len(left)} file(s) after {MAX_ROUNDS} rounds: {shown}"
+            )
+
+    def _ask(self, blobs: list[Blob]) -> dict[Key, str]:
+        files = [{"sha": b.sha, "size": b.size, "path": b.entries[0].pack_path} for b in blobs]
+        answer: dict[Key, str] = {}
+        for item in self._client.requirements(files):
+            try:
+                answer[(str(item["sha"]), int(item["size"]))] = str(item["status"])
+            except (KeyError, TypeError, ValueError):
+                raise SubmitError("the manager sent an unreadable requirements answer") from None
+        return answer
+
+    def _settle(self, blob: Blob) -> None:
+        with self._lock:
+            if blob.settled:
+                return
+            blob.settled = True
+            files, nbytes = len(blob.entries), blob.size * len(blob.entries)
+        self._tracker.settled(files, nbytes)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and time.monotonic() < deadline:
+            time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+    # --- uploading -----------------------------------------------------------------
+
+    def _queue_upload(self, blob: Blob, *, can_defer: bool) -> None:
+        with self._upload_cond:
+            self._upload_outstanding += 1
+        self._uploads.put((blob, can_defer))
+
+    def _wait_uploads(self) -> None:
+        with self._upload_cond:
+            while self._upload_outstanding and not self._stopping():
+                self._upload_cond.wait(POLL)
+
+    def _upload_worker(self) -> None:
+        client = self._client.clone()
+        try:
+            while True:
+                item = self._uploads.get()
+                if item is _END:
+                    return
+                blob, can_defer = item
+                try:
+                    if not self._stopping():
+                        self._guard(self._upload, client, blob, can_defer)
+                finally:
+                    with self._upload_cond:
+                        self._upload_outstanding -= 1
+                        self._upload_cond.notify_all()
+        finally:
+            client.close()
+
+    def _source_for(self, blob: Blob) -> Entry | None:
+        """An entry of this blob whose file is unchanged; changed ones are re-hashed and
+        deferred under their new identity."""
+        with self._lock:
+            candidates = list(blob.entries)
+        for entry in candidates:
+            if stat_key(entry.source) == (entry.size, entry.mtime_ns):
+                return entry
+            new_key = self._rehash(entry)
+            with self._lock:
+                self._deferred.add(new_key)
+        return None
+
+    def _upload(self, client: ManagerClient, blob: Blob, can_defer: bool) -> None:
+        attempt = 0
+        while not self._stopping():
+            source = self._source_for(blob)
+            if source is None:
+                return  # every copy changed; their new identities are deferred
+            name = source.pack_path
+            body: Any = b""
+            if blob.size:
+                body = FileBody(
+                    source.source,
+                    blob.size,
+                    source.mtime_ns,
+                    cancel=self._stop,
+                    on_bytes=lambda n, name=name: self._tracker.streamed(n, name),
+                )
+            try:
+                status, message = client.upload(
+                    blob.sha, blob.size, body, filename=name, can_defer=can_defer
+                )
+            except UploadCancelled:
+                raise SubmitCancelled() from None
+            except FileChanged:
+                continue  # _source_for() finds out what changed
+            except UploadInterrupted as ex:
+                status, message = 0, str(ex)
+            finally:
+                if isinstance(body, FileBody) and body.sent:
+                    self._tracker.streamed(-body.sent, name)
+            if status == 204:
+                self._tracker.uploaded(blob.size)
+                self._settle(blob)
+                return
+            if status == 208:
+                self._settle(blob)
+                return
+            if status == 425:
+                with self._lock:
+                    self._deferred.add((blob.sha, blob.size))
+                return
+            if status == 417:
+                if stat_key(source.source) != (source.size, source.mtime_ns):
+                    continue
+                raise SubmitError(
+                    f"the manager rejected {name}: its bytes do not match their checksum "
+                    f"(417: {message})"
+                )
+            if status == 0 or status >= 500:
+                if attempt < len(UPLOAD_RETRY_DELAYS):
+                    self._sleep(UPLOAD_RETRY_DELAYS[attempt])
+                    attempt += 1
+                    continue
+                log.info("giving up on %s for this round: %s %s", name, status, message)
+                with self._lock:
+                    self._deferred.add((blob.sha, blob.size))
+                return
+            if status in (401, 403):
+                raise SubmitError(f"the manager refused the upload of {name} ({status})")
+            raise SubmitError(f"the manager answered {status} to the upload of {name}: {message}")
+
+
+def _wrap(ex: BaseException) -> SubmitError:
+    err = SubmitError(f"unexpected error: {type(ex).__name__}: {ex}")
+    err.__cause__ = ex
+    return err

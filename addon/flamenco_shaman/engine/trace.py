@@ -1,0 +1,186 @@
+"""Tracing with Blender Asset Tracer's packer: which files a blend needs, and where each
+goes in the checkout.
+
+BAT decides the layout (paths relative to the project root, `_outside_project/...`
+for the rest) and rewrites blend files whose references must change. Instead of
+copying, our file transferer hands every file to a callback. Rewritten blends live in
+BAT's temporary directory until the Tracer is closed, so keep it open until they are
+uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from types import ModuleType
+from typing import Any
+
+from ..bat_import import import_bat
+from .errors import SubmitCancelled, SubmitError
+
+# A made-up absolute directory standing in for the checkout; BAT only computes paths
+# under it, it never touches the disk there.
+PACK_ROOT = Path("/flamenco-shaman-pack").absolute()
+
+# BAT keeps opened blend files in a process-wide cache; two traces at once would close
+# each other's files.
+_TRACE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TracedFile:
+    """One file of the pack: where to read it and where it goes in the checkout."""
+
+    source: Path
+    pack_path: str  # posix, relative to the checkout root
+    temporary: bool  # a blend rewritten by BAT, in its temp dir (not worth caching)
+
+
+def pack_relative(dst: PurePath) -> str:
+    """The posix path inside the checkout of a path BAT computed under PACK_ROOT."""
+    return PurePath(dst).relative_to(PACK_ROOT).as_posix()
+
+
+class Tracer:
+    """Runs BAT's packer for one blend; a context manager that removes BAT's temp files."""
+
+    def __init__(
+        self,
+        blendfile: Path,
+        project_root: Path,
+        *,
+        relative_only: bool = False,
+        exclude: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.blendfile = Path(os.path.abspath(blendfile))
+        self.project_root = Path(os.path.abspath(project_root))
+        self.relative_only = relative_only
+        self.exclude = tuple(exclude)
+        self._cancel = cancel or threading.Event()
+        self._packer: Any = None
+        self._lock = threading.Lock()
+        self.blend_pack_path = ""
+        self.missing_files: list[str] = []
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            packer, self._packer = self._packer, None
+        if packer is not None:
+            packer.close()
+
+    def abort(self) -> None:
+        """Thread-safe: make a running trace stop at its next check."""
+        with self._lock:
+            if self._packer is not None:
+                self._packer.abort("cancelled")
+
+    def run(self, on_file: Callable[[TracedFile], None]) -> None:
+        """Trace the blend, calling on_file (from BAT's transfer thread) for each file."""
+        if not self.blendfile.is_file():
+            raise SubmitError(f"blend file not found: {self.blendfile}")
+        try:
+            self.blendfile.relative_to(self.project_root)
+        except ValueError:
+            raise SubmitError(
+                f"{self.blendfile.name} is not inside the project directory {self.project_root}"
+            ) from None
+        bat = import_bat()
+        packer_class = _packer_class(bat)
+        with _TRACE_LOCK:
+            with self._lock:
+                self._packer = packer_class(
+                    self.blendfile,
+                    self.project_root,
+                    str(PACK_ROOT),
+                    relative_only=self.relative_only,
+                    on_file=on_file,
+                )
+                packer = self._packer
+            if self._cancel.is_set():
+                raise SubmitCancelled()
+            try:
+                if self.exclude:
+                    packer.exclude(*self.exclude)
+                packer.strategise()
+                packer.execute()
+            except bat.pack.Aborted as ex:
+                if self._cancel.is_set():
+                    raise SubmitCancelled() from None
+                raise SubmitError(f"tracing {self.blendfile.name} failed: {ex}") from None
+            except bat.blendfile.exceptions.BlendFileError as ex:
+                raise SubmitError(f"not a readable .blend file: {ex}") from None
+            except (SubmitError, SubmitCancelled):
+                raise
+            except Exception as ex:  # BAT meets corrupt data in many shapes
+                raise SubmitError(
+                    f"could not read {self.blendfile.name} as a .blend file "
+                    f"({type(ex).__name__}: {ex})"
+                ) from None
+            finally:
+                bat.blendfile.close_all_cached()
+        self.blend_pack_path = pack_relative(packer.output_path)
+        self.missing_files = sorted(str(p) for p in packer.missing_files)
+
+
+_classes: dict[int, type] = {}
+
+
+def _packer_class(bat: ModuleType) -> type:
+    """Packer/FileTransferer subclasses for the BAT module actually loaded (maybe bundled)."""
+    cached = _classes.get(id(bat))
+    if cached is not None:
+        return cached
+
+    class ForwardingTransferer(bat.pack.transfer.FileTransferer):
+        """Passes each file BAT would copy or move to a callback instead."""
+
+        def __init__(self, on_file: Callable[[TracedFile], None], temp_dir: Path) -> None:
+            super().__init__()
+            self.daemon = True
+            self._on_file = on_file
+            self._temp_dir = temp_dir
+
+        def run(self) -> None:
+            for src, dst, _action in self.iter_queue():
+                try:
+                    source = Path(src)
+                    self._on_file(
+                        TracedFile(source, pack_relative(dst), _is_inside(source, self._temp_dir))
+                    )
+                except Exception as ex:
+                    self.error_set(str(ex) or type(ex).__name__)
+                    return
+
+    class ShamanPacker(bat.pack.Packer):
+        def __init__(
+            self, *args: Any, on_file: Callable[[TracedFile], None], **kwargs: Any
+        ) -> None:
+            super().__init__(*args, **kwargs)
+            self._on_file = on_file
+
+        def _create_file_transferer(self) -> Any:
+            return ForwardingTransferer(self._on_file, Path(self._rewrite_in))
+
+        def _write_info_file(self) -> None:
+            """No pack-info.txt: the checkout holds the blend and its assets only."""
+
+    _classes[id(bat)] = ShamanPacker
+    return ShamanPacker
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    try:
+        path.relative_to(directory)
+    except ValueError:
+        return False
+    return True

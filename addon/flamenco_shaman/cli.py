@@ -1,0 +1,206 @@
+"""`shaman-submit`: send a .blend file and everything it needs to a Flamenco manager.
+
+A thin front end over the engine: parses arguments, draws a progress bar on a
+terminal, prints missing assets and what was uploaded, and as its last line of
+standard output the blend file's path on the farm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """One self-overwriting line on a terminal: phase, bar, files, bytes, rate, ETA."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._phase = ""
+        self._phase_start = time.monotonic()
+        self._samples: list[tuple[float, int]] = []
+        self._drawn = False
+
+    def __call__(self, p: Progress) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if p.phase != self._phase:
+                self._phase, self._phase_start, self._samples = p.phase, now, []
+            self._samples.append((now, p.bytes_done))
+            # Rate over the last few seconds, so it follows changes in speed.
+            while len(self._samples) > 2 and now - self._samples[0][0] > 5:
+                self._samples.pop(0)
+            t0, b0 = self._samples[0]
+            rate = (p.bytes_done - b0) / (now - t0) if now > t0 else 0.0
+            width = shutil.get_terminal_size((80, 20)).columns
+            frac = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
+            eta = ""
+            if rate > 0 and p.bytes_total > p.bytes_done:
+                eta = f" ETA {_duration((p.bytes_total - p.bytes_done) / rate)}"
+            text = (
+                f"{p.phase:9} {p.files_done}/{p.files_total} files "
+                f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)} "
+                f"{human_bytes(rate)}/s{eta}"
+            )
+            bar_width = max(10, min(30, width - len(text) - 4))
+            filled = int(bar_width * min(1.0, frac))
+            line = f"[{'#' * filled}{'.' * (bar_width - filled)}] {text}"
+            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+            self.stream.flush()
+            self._drawn = True
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._drawn:
+                width = shutil.get_terminal_size((80, 20)).columns
+                self.stream.write("\r" + " " * (width - 1) + "\r")
+                self.stream.flush()
+                self._drawn = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shaman-submit",
+        description="Send a .blend file and every file it needs to a Flamenco manager's "
+        "Shaman storage; print the blend file's path on the farm.",
+    )
+    parser.add_argument("blendfile", type=Path, help="the .blend file to submit")
+    parser.add_argument(
+        "--manager", required=True, metavar="URL", help="manager URL, e.g. http://farm:8080/"
+    )
+    parser.add_argument(
+        "--project",
+        type=Path,
+        metavar="DIR",
+        help="project root; paths in the checkout are relative to it "
+        "(default: the blend file's directory)",
+    )
+    parser.add_argument(
+        "--checkout-path",
+        metavar="P",
+        help="checkout directory under the manager's jobs directory "
+        "(default: <blend name>-<YYYYmmdd-HHMMSS>)",
+    )
+    parser.add_argument(
+        "--relative-only",
+        action="store_true",
+        help="only send assets referenced by relative paths (skip absolute ones)",
+    )
+    parser.add_argument(
+        "--exclude",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="skip assets whose path matches these glob patterns",
+    )
+    parser.add_argument(
+        "--jobs", type=_positive, metavar="N", help="hashing threads (default: CPU count)"
+    )
+    parser.add_argument(
+        "--uploads", type=_positive, default=4, metavar="N", help="parallel uploads (default: 4)"
+    )
+    parser.add_argument(
+        "--token", metavar="T", help="bearer token for the manager, if it needs one"
+    )
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="shaman-submit: %(message)s")
+    # Missing assets are reported once, at the end; BAT would log each one as it goes.
+    logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
+    options = SubmitOptions(
+        blendfile=args.blendfile,
+        manager_url=args.manager,
+        project_root=args.project,
+        checkout_path=args.checkout_path,
+        relative_only=args.relative_only,
+        exclude=tuple(args.exclude),
+        hash_workers=args.jobs,
+        uploads=args.uploads,
+        token=args.token,
+    )
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    submission = Submission(options, progress=bar)
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = submission.run()
+        except BaseException as ex:  # reported by the main thread
+            outcome["error"] = ex
+
+    # The engine runs in a thread so that Ctrl+C reaches us and becomes cancel().
+    thread = threading.Thread(target=work, name="shaman-submit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        submission.cancel()
+        thread.join()
+    if bar is not None:
+        bar.clear()
+
+    error = outcome.get("error")
+    if isinstance(error, SubmitCancelled):
+        print("shaman-submit: cancelled", file=sys.stderr)
+        return 130
+    if isinstance(error, SubmitError):
+        print(f"shaman-submit: error: {error}", file=sys.stderr)
+        return 1
+    if error is not None:
+        print(f"shaman-submit: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+    result = outcome["result"]
+    if result.missing_files:
+        print(f"Missing assets ({len(result.missing_files)}):")
+        for path in result.missing_files:
+            print(f"  {path}")
+    print(
+        f"Uploaded {human_bytes(result.bytes_uploaded)} of {human_bytes(result.bytes_total)} "
+        f"({result.files_uploaded} of {result.files_total} files; "
+        f"{result.bytes_uploaded} of {result.bytes_total} bytes)"
+    )
+    print(f"Checkout: {result.checkout_path}")
+    print(result.farm_blend_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Checkouts: per-job trees of symlinks under `jobs/` pointing at stored blobs.
+
+A checkout is all or nothing. The tree is built in a hidden sibling directory
+(`.shaman-tmp-*`, same depth, so relative link targets stay valid) and renamed
+into place; any failure removes it and every parent directory this checkout
+created. Nothing is created outside `jobs/`, also not through a symlinked
+directory inside it: existing parents are checked with lstat and realpath.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import secrets
+import shutil
+import stat
+import string
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
+from .filestore import FileStore, is_disk_full
+from .locking import StorageLock
+from .models import FileSpec
+from .paths import validate_checkout_path, validate_checksum, validate_path, validate_size
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".shaman-tmp-"
+SUFFIX_ATTEMPTS = 10
+_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def _load_renameat2():
+    """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        func = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Rename `src` to `dst`, raising FileExistsError if `dst` exists (even if empty)."""
+    global _renameat2
+    if _renameat2 is not None:
+        res = _renameat2(
+            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
+        )
+        if res == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), dst)
+        _renameat2 = None  # filesystem/kernel without support: fall back for good
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "File exists", dst)
+    os.rename(src, dst)
+
+
+def dedupe_files(files: Iterable[FileSpec]) -> dict[str, tuple[str, int]]:
+    """Validate every entry and map path -> (sha, size).
+
+    The same path twice with the same content is fine; with different content, or
+    a path that is both a file and a parent directory of another, is a 400.
+    """
+    by_path: dict[str, tuple[str, int]] = {}
+    for index, spec in enumerate(files):
+        field = f"files[{index}]"
+        sha = validate_checksum(spec.sha, f"{field}.sha")
+        size = validate_size(spec.size, f"{field}.size")
+        path = validate_path(spec.path, f"{field}.path")
+        known = by_path.setdefault(path, (sha, size))
+        if known != (sha, size):
+            raise InvalidPath(f"{field}.path: {path!r} is listed twice with different content")
+    dirs: set[str] = set()
+    for path in by_path:
+        head = path.rpartition("/")[0]
+        while head and head not in dirs:
+            dirs.add(head)
+            head = head.rpartition("/")[0]
+    clash = dirs.intersection(by_path)
+    if clash:
+        path = min(clash)
+        raise InvalidPath(f"files: {path!r} is both a file and a directory of other files")
+    return by_path
+
+
+class CheckoutBuilder:
+    """Creates checkout directories under `jobs_dir` from blobs in `store`."""
+
+    def __init__(
+        self,
+        store: FileStore,
+        jobs_dir: Path,
+        lock: StorageLock | None = None,
+        *,
+        absolute_symlinks: bool = False,
+    ) -> None:
+        self.store = store
+        self.jobs_dir = Path(jobs_dir)
+        self.lock = lock or StorageLock(store.root / ".lock")
+        self.absolute_symlinks = absolute_symlinks
+
+    def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
+        """Build the checkout; return the path actually used, relative to `jobs_dir`."""
+        checkout_path = validate_checkout_path(checkout_path)
+        by_path = dedupe_files(files)
+        parent_rel, _, name = checkout_path.rpartition("/")
+        jobs = str(self.jobs_dir)
+        os.makedirs(jobs, exist_ok=True)
+        created_parents: list[str] = []
+        temp = ""
+        try:
+            parent = self._make_parents(jobs, parent_rel, created_parents)
+            with self.lock.shared():
+                self._touch_all(by_path)
+                temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(6)}-{name[:64]}"
+                os.mkdir(temp)
+                self._build_tree(temp, by_path)
+                final_name = self._rename_into_place(temp, parent, name)
+            temp = ""
+        except BaseException as exc:
+            if temp:
+                shutil.rmtree(temp, ignore_errors=True)
+            for directory in reversed(created_parents):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break  # someone else put something there meanwhile; keep it
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; checkout not created") from exc
+            if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+                raise InvalidPath(f"checkoutPath: name too long: {checkout_path!r}") from exc
+            raise
+        used = f"{parent_rel}/{final_name}" if parent_rel else final_name
+        log.info("checkout %s created with %d files", used, len(by_path))
+        return used
+
+    def _make_parents(self, jobs: str, parent_rel: str, created: list[str]) -> str:
+        """Create the checkout's parent dirs inside jobs/, refusing symlinks and non-dirs."""
+        current = jobs
+        if parent_rel:
+            for part in parent_rel.split("/"):
+                current = f"{current}/{part}"
+                try:
+                    st = os.lstat(current)
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(current)
+                        created.append(current)
+                        continue
+                    except FileExistsError:
+                        st = os.lstat(current)
+                if not stat.S_ISDIR(st.st_mode):
+                    kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                    raise InvalidPath(
+                        f"checkoutPath: {os.path.relpath(current, jobs)!r} exists and is {kind}"
+                    )
+        real_jobs = os.path.realpath(jobs)
+        real_parent = os.path.realpath(current)
+        if real_parent != real_jobs and not real_parent.startswith(real_jobs + os.sep):
+            raise InvalidPath(f"checkoutPath: {parent_rel!r} resolves outside the jobs directory")
+        return current
+
+    def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
+        """Touch each unique blob (proves it exists and keeps GC off it)."""
+        blob_path = self.store.blob_path
+        utime = os.utime
+        missing: list[FileSpec] = []
+        for sha, size in set(by_path.values()):
+            try:
+                utime(blob_path(sha, size))
+            except FileNotFoundError:
+                missing.append(FileSpec(sha, size, ""))
+        if missing:
+            wanted = {(m.sha, m.size) for m in missing}
+            listed = [FileSpec(s, z, p) for p, (s, z) in by_path.items() if (s, z) in wanted]
+            names = ", ".join(spec.path for spec in listed[:10])
+            more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+            raise MissingFiles(f"{len(listed)} files are not stored: {names}{more}", listed)
+
+    def _build_tree(self, root: str, by_path: dict[str, tuple[str, int]]) -> None:
+        # Hot loop (100k+ files): string ops only, one syscall per link plus one per new dir.
+        symlink = os.symlink
+        if self.absolute_symlinks:
+            stored = str(self.store.stored_dir)
+        else:
+            real_stored = os.path.realpath(self.store.stored_dir)
+            real_root = os.path.realpath(root)
+        made_dirs: set[str] = set()
+        prefixes: dict[str, str] = {}  # directory inside the checkout -> link target prefix
+        for path, (sha, size) in by_path.items():
+            head = path.rpartition("/")[0]
+            prefix = prefixes.get(head)
+            if prefix is None:
+                if head:
+                    _make_dirs(root, head, made_dirs)
+                if self.absolute_symlinks:
+                    prefix = stored
+                else:
+                    # The temp dir is a sibling of the final dir, so this relative
+                    # prefix is also right after the rename.
+                    linkdir = f"{real_root}/{head}" if head else real_root
+                    prefix = os.path.relpath(real_stored, linkdir)
+                prefixes[head] = prefix
+            symlink(f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob", f"{root}/{path}")
+
+    def _rename_into_place(self, temp: str, parent: str, name: str) -> str:
+        candidate = name
+        for attempt in range(SUFFIX_ATTEMPTS + 1):
+            try:
+                rename_noreplace(temp, f"{parent}/{candidate}")
+                return candidate
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if attempt < SUFFIX_ATTEMPTS:
+                suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(4))
+                candidate = f"{name}-{suffix}"
+        raise NoFreeCheckoutDir(
+            f"checkoutPath: {name!r} and {SUFFIX_ATTEMPTS} suffixed variants all exist"
+        )
+
+
+def _make_dirs(root: str, head: str, made: set[str]) -> None:
+    """mkdir `head` and its missing ancestors under `root`, remembering what exists."""
+    missing: list[str] = []
+    cur = head
+    while cur and cur not in made:
+        missing.append(cur)
+        cur = cur.rpartition("/")[0]
+    for directory in reversed(missing):
+        os.mkdir(f"{root}/{directory}")
+        made.add(directory)

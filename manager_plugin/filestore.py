@@ -1,0 +1,369 @@
+"""The file store: blobs identified by (SHA-256, size), received by streaming.
+
+Layout (Flamenco's):
+    file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob           verified, read-only
+    file-store/uploading/{sha[:2]}/{sha[2:]}/{size}-{rand}.tmp  being received
+
+A temp file is exclusively `flock`ed for its whole life, so cleanup (at startup
+and in GC) can tell a live upload from the leftover of a crash: stale means
+"lock obtainable and older than STALE_TEMP_AGE". A blob only appears through
+`os.link` of a fully received, verified, fsynced temp file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import (
+    AlreadyStored,
+    BodyTimeout,
+    ChecksumMismatch,
+    MustDefer,
+    SizeMismatch,
+    StorageFull,
+)
+from .models import FileStatus
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+STALE_TEMP_AGE = 60.0  # seconds; a live upload's temp is flocked, this guards the create race
+BATCH_SIZE = 2 * 1024 * 1024  # network chunks are gathered into buffers this big
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+Reader = Callable[[int], Awaitable[bytes]]
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
+
+
+def try_lock_stale(path: str) -> bool:
+    """True if nobody holds the flock of temp file `path` (so its upload is dead)."""
+    if fcntl is None:  # pragma: no cover - Windows: age alone decides
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Upload:
+    """One in-process upload of a (sha, size); `done` is set when it ends either way."""
+
+    done: asyncio.Event
+    stored: bool = False
+
+
+class FileStore:
+    """Blobs under `<storage>/file-store`; see the module docstring for the layout."""
+
+    def __init__(self, storage_root: Path, *, body_read_timeout: float = 60.0) -> None:
+        self.storage_root = Path(storage_root)
+        self.root = self.storage_root / "file-store"
+        self.stored_dir = self.root / "stored"
+        self.uploading_dir = self.root / "uploading"
+        self._stored = str(self.stored_dir)
+        self._uploading = str(self.uploading_dir)
+        self.body_read_timeout = body_read_timeout
+        # Exactly-once accounting: only the upload whose link created the blob counts.
+        self.blobs_written = 0
+        self.bytes_written = 0
+        self._count_lock = threading.Lock()
+        self._uploads: dict[tuple[str, int], _Upload] = {}
+
+    # ---- paths -------------------------------------------------------------
+
+    def stored_path(self, sha: str, size: int) -> Path:
+        return Path(self.blob_path(sha, size))
+
+    def blob_path(self, sha: str, size: int) -> str:
+        """String form of `stored_path`, for hot loops."""
+        return f"{self._stored}/{sha[:2]}/{sha[2:]}/{size}.blob"
+
+    def _upload_dir(self, sha: str) -> str:
+        return f"{self._uploading}/{sha[:2]}/{sha[2:]}"
+
+    def ensure_dirs(self) -> None:
+        self.stored_dir.mkdir(parents=True, exist_ok=True)
+        self.uploading_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- status ------------------------------------------------------------
+
+    def touch(self, sha: str, size: int) -> bool:
+        """Set the blob's mtime to now; True if it exists (one syscall for both)."""
+        try:
+            os.utime(self.blob_path(sha, size))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def is_stored(self, sha: str, size: int) -> bool:
+        return os.path.exists(self.blob_path(sha, size))
+
+    def is_uploading(self, sha: str, size: int) -> bool:
+        """An upload is registered here, or a temp exists (another process may share storage)."""
+        if (sha, size) in self._uploads:
+            return True
+        prefix = f"{size}-"
+        try:
+            names = os.listdir(self._upload_dir(sha))
+        except OSError:
+            return False
+        return any(n.startswith(prefix) and n.endswith(".tmp") for n in names)
+
+    def _live_temp_exists(self, sha: str, size: int) -> bool:
+        prefix = f"{size}-"
+        directory = self._upload_dir(sha)
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return False
+        return any(
+            n.startswith(prefix) and n.endswith(".tmp") and not try_lock_stale(f"{directory}/{n}")
+            for n in names
+        )
+
+    def status(self, sha: str, size: int) -> FileStatus:
+        """Status for a requirements request; a stored blob is touched (GC spares it)."""
+        if self.touch(sha, size):
+            return "stored"
+        return "uploading" if self.is_uploading(sha, size) else "unknown"
+
+    def peek_status(self, sha: str, size: int) -> FileStatus:
+        """Status without touching anything (for GET files/{sha}/{size})."""
+        if self.is_stored(sha, size):
+            return "stored"
+        return "uploading" if self.is_uploading(sha, size) else "unknown"
+
+    # ---- receiving ---------------------------------------------------------
+
+    async def receive(self, sha: str, size: int, read: Reader, *, can_defer: bool = False) -> None:
+        """Stream a body into the store; return when the blob is stored by this call.
+
+        `read(n)` returns up to n bytes, b"" at the end. Raises AlreadyStored (also
+        when a concurrent upload finished first), MustDefer, SizeMismatch,
+        ChecksumMismatch, BodyTimeout or StorageFull. Nothing partial ever remains.
+        """
+        key = (sha, size)
+        if await asyncio.to_thread(self.touch, sha, size):
+            raise AlreadyStored(f"{sha}/{size} is already stored")
+        other = self._uploads.get(key)
+        if can_defer and (
+            other is not None or await asyncio.to_thread(self._live_temp_exists, sha, size)
+        ):
+            raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+        mine = _Upload(asyncio.Event())
+        if other is None:
+            self._uploads[key] = mine
+        try:
+            await self._receive(sha, size, read, other)
+            mine.stored = True
+        finally:
+            mine.done.set()
+            if self._uploads.get(key) is mine:
+                del self._uploads[key]
+
+    async def _receive(self, sha: str, size: int, read: Reader, other: _Upload | None) -> None:
+        loop = asyncio.get_running_loop()
+        final = self.blob_path(sha, size)
+        fd, temp = await asyncio.to_thread(self._open_temp, sha, size)
+        hasher = hashlib.sha256()
+        received = 0
+        pending: asyncio.Future[bool] | None = None
+        try:
+            limit = size + 1  # read one byte past the declared size to detect overlong bodies
+            while True:
+                buf = bytearray()
+                eof = False
+                while len(buf) < BATCH_SIZE and received + len(buf) < limit:
+                    want = min(BATCH_SIZE - len(buf), limit - received - len(buf))
+                    try:
+                        chunk = await asyncio.wait_for(read(want), self.body_read_timeout)
+                    except TimeoutError:
+                        raise BodyTimeout(
+                            f"no body data for {self.body_read_timeout:g} s; upload aborted"
+                        ) from None
+                    if not chunk:
+                        eof = True
+                        break
+                    buf += chunk
+                if pending is not None and await pending:
+                    raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
+                pending = None
+                if other is not None and other.done.is_set() and other.stored:
+                    raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
+                received += len(buf)
+                if received > size:
+                    raise SizeMismatch(f"body is longer than the declared size {size}")
+                if buf:
+                    pending = loop.run_in_executor(None, _hash_write, fd, hasher, buf, final)
+                if eof:
+                    break
+                # Not at the end yet; once `size` bytes are in, the next read must see EOF.
+            if pending is not None:
+                if await pending:
+                    raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
+                pending = None
+            if received != size:
+                raise SizeMismatch(f"received {received} bytes, declared size is {size}")
+            digest = hasher.hexdigest()
+            if digest != sha:
+                raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
+            commit_fd, fd = fd, -1  # _commit owns (and closes) it from here on
+            created = await asyncio.to_thread(self._commit, commit_fd, temp, final)
+            if not created:
+                raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
+            with self._count_lock:
+                self.blobs_written += 1
+                self.bytes_written += size
+        except BaseException as exc:
+            if pending is not None:
+                # Let the worker finish with fd before closing it.
+                try:
+                    await asyncio.shield(pending)
+                except BaseException:  # the original error matters more
+                    pass
+            if fd >= 0:
+                await asyncio.to_thread(_discard, fd, temp)
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; upload discarded") from exc
+            raise
+
+    def _open_temp(self, sha: str, size: int) -> tuple[int, str]:
+        directory = self._upload_dir(sha)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        for attempt in range(5):
+            temp = f"{directory}/{size}-{secrets.token_hex(8)}.tmp"
+            try:
+                fd = os.open(temp, flags, 0o600)
+            except FileNotFoundError:
+                # GC may remove empty directories between our makedirs and open.
+                os.makedirs(directory, exist_ok=True)
+                if attempt == 4:
+                    raise
+                continue
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise StorageFull("storage is full") from exc
+                raise
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd, temp
+        raise AssertionError("unreachable")
+
+    def _commit(self, fd: int, temp: str, final: str) -> bool:
+        """Make the verified temp the blob. False if the blob existed already."""
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, 0o444)
+            parent = os.path.dirname(final)
+            for attempt in range(5):
+                try:
+                    os.link(temp, final)
+                    break
+                except FileExistsError:
+                    return False
+                except FileNotFoundError:
+                    # Parent missing (first blob of this sha, or GC just removed it).
+                    os.makedirs(parent, exist_ok=True)
+                    if attempt == 4:
+                        raise
+            _fsync_dir(parent)
+            return True
+        finally:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    # ---- maintenance -------------------------------------------------------
+
+    def remove_stale_temps(self, min_age: float = STALE_TEMP_AGE) -> list[str]:
+        """Delete temp files nobody holds a lock on and older than `min_age` seconds."""
+        removed: list[str] = []
+        cutoff = time.time() - min_age
+        stack = [self._uploading]
+        while stack:
+            directory = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                if not entry.name.endswith(".tmp"):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                        continue
+                except OSError:
+                    continue
+                if try_lock_stale(entry.path):
+                    try:
+                        os.unlink(entry.path)
+                        removed.append(entry.path)
+                    except OSError:
+                        pass
+        return removed
+
+
+def _hash_write(fd: int, hasher: hashlib._Hash, buf: bytearray, final: str) -> bool:
+    """Worker-thread part of receiving: hash and write one buffer.
+
+    Returns True if the final blob appeared meanwhile (someone else stored it), so
+    the caller can stop early; checking here keeps the stat off the event loop.
+    """
+    hasher.update(buf)
+    view = memoryview(buf)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    return os.path.exists(final)
+
+
+def _discard(fd: int, temp: str) -> None:
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)

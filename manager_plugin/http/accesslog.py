@@ -1,0 +1,39 @@
+"""Access logging: one line per request (never the Authorization header)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+access_log = logging.getLogger("manager_plugin.http.access")
+
+
+@web.middleware
+async def access_log_middleware(
+    request: web.Request, handler: web.RequestHandler
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    sent = 0
+    try:
+        response = await handler(request)
+        status = response.status
+        if isinstance(response, web.Response):
+            sent = response.content_length or 0
+        return response
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        original = request.headers.get("X-Shaman-Original-Filename")
+        extra = f" file={original!r}" if original else ""
+        access_log.info(
+            "%s %s %d in=%d out=%d %.1fms%s",
+            request.method,
+            request.path,
+            status,
+            request.content.total_bytes,
+            sent,
+            elapsed_ms,
+            extra,
+        )

@@ -1,0 +1,86 @@
+"""Flamenco 3's Shaman API under /api/v3: version, configuration and the shaman/* routes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..errors import AlreadyStored, InvalidRequest
+from ..paths import parse_size, validate_checksum
+from ..service import ShamanService
+from .auth import public
+from .bodies import header_is_true, parse_file_list, read_json_object
+
+API = "/api/v3"
+FLAMENCO_COMPAT_VERSION = "3.6"
+SERVER_NAME = "Shaman for Flamenco (Python)"
+
+
+def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
+    """Register the Flamenco 3 API on `app`, serving from `service`."""
+
+    @public
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "version": FLAMENCO_COMPAT_VERSION,
+                "shortversion": FLAMENCO_COMPAT_VERSION,
+                "name": SERVER_NAME,
+                "git": "",
+            }
+        )
+
+    @public
+    async def configuration(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "storageLocation": str(service.config.storage_path),
+                "shamanEnabled": service.config.shaman_enabled,
+                "isFirstRun": False,
+            }
+        )
+
+    async def requirements(request: web.Request) -> web.Response:
+        files = parse_file_list(await read_json_object(request))
+        answer = await asyncio.to_thread(service.requirements, files)
+        return web.json_response(
+            {
+                "files": [
+                    {"sha": spec.sha, "size": spec.size, "path": spec.path, "status": status}
+                    for spec, status in answer
+                ]
+            }
+        )
+
+    async def file_status(request: web.Request) -> web.Response:
+        sha = validate_checksum(request.match_info["checksum"], "checksum")
+        size = parse_size(request.match_info["filesize"], "filesize")
+        status = await asyncio.to_thread(service.store.peek_status, sha, size)
+        return web.json_response({"status": status})
+
+    async def upload(request: web.Request) -> web.Response:
+        sha = validate_checksum(request.match_info["checksum"], "checksum")
+        size = parse_size(request.match_info["filesize"], "filesize")
+        can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
+        try:
+            await service.store.receive(sha, size, request.content.read, can_defer=can_defer)
+        except AlreadyStored:
+            return web.Response(status=208)
+        return web.Response(status=204)
+
+    async def checkout(request: web.Request) -> web.Response:
+        data = await read_json_object(request)
+        files = parse_file_list(data)
+        checkout_path = data.get("checkoutPath")
+        if not isinstance(checkout_path, str):
+            raise InvalidRequest("checkoutPath: expected string")
+        used = await asyncio.to_thread(service.checkouts.create, checkout_path, files)
+        return web.json_response({"checkoutPath": used})
+
+    app.router.add_get(f"{API}/version", version)
+    app.router.add_get(f"{API}/configuration", configuration)
+    app.router.add_post(f"{API}/shaman/checkout/requirements", requirements)
+    app.router.add_post(f"{API}/shaman/checkout/create", checkout)
+    app.router.add_get(f"{API}/shaman/files/{{checksum}}/{{filesize}}", file_status)
+    app.router.add_post(f"{API}/shaman/files/{{checksum}}/{{filesize}}", upload)

@@ -1,0 +1,120 @@
+"""Running the app: on the command line until a signal, or in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..config import Config, parse_listen
+from ..service import ShamanService
+from .app import create_app
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def url_for(host: str | None, port: int) -> str:
+    if host is None or host in ("", "0.0.0.0", "::"):
+        host = "0.0.0.0" if host != "::" else "::"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+async def start_site(
+    config: Config, service: ShamanService | None = None
+) -> tuple[web.AppRunner, str]:
+    """Start serving `config`; return the runner (to clean up) and the real URL."""
+    host, port = parse_listen(config.listen)
+    app = create_app(config, service=service)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    real_port = port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            real_port = address[1]
+            break
+    return runner, url_for(host, real_port)
+
+
+async def serve_until_signal(config: Config, on_ready: Callable[[str], None]) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    runner, url = await start_site(config)
+    try:
+        on_ready(url)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+class BackgroundServer:
+    """The real server on its own event loop in a daemon thread (tests, embedding)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service = ShamanService(config)
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shaman-server", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            runner, self.url = await start_site(self.config, self.service)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def __enter__(self) -> BackgroundServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def print_ready_line(url: str, config: Config) -> None:
+    print(f"Shaman listening on {url} storage={config.storage_path}", flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,66 @@
+"""`ShamanService`: one storage's file store, checkout builder, lock and collector.
+
+This is the core's front door for the HTTP layer (and for anyone embedding
+Shaman in another manager). Everything here is blocking filesystem work except
+`FileStore.receive`; async callers run the rest in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from .checkout import CheckoutBuilder
+from .config import Config
+from .filestore import FileStore
+from .gc import GarbageCollector, SweepStats
+from .locking import StorageLock
+from .models import FileSpec, FileStatus
+
+log = logging.getLogger(__name__)
+
+
+class ShamanService:
+    """The Shaman parts of a manager, wired to one `Config`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.lock = StorageLock(config.file_store_path / ".lock")
+        self.store = FileStore(config.storage_path, body_read_timeout=config.body_read_timeout)
+        self.checkouts = CheckoutBuilder(
+            self.store, config.jobs_path, self.lock, absolute_symlinks=config.absolute_symlinks
+        )
+        self.gc = GarbageCollector(
+            self.store,
+            config.jobs_path,
+            self.lock,
+            max_age=config.gc_max_age,
+            extra_checkout_paths=config.gc_extra_checkout_paths,
+        )
+
+    def prepare_storage(self) -> None:
+        """Create the storage layout and remove temp files left by dead uploads."""
+        self.store.ensure_dirs()
+        self.config.jobs_path.mkdir(parents=True, exist_ok=True)
+        # At startup no age margin is needed beyond the flock test: any upload of
+        # this process is gone, and live uploads of other processes hold their lock.
+        removed = self.store.remove_stale_temps(min_age=0)
+        if removed:
+            log.info("removed %d stale upload temp files", len(removed))
+
+    def requirements(self, files: Iterable[FileSpec]) -> list[tuple[FileSpec, FileStatus]]:
+        """Files the client must act on, each (sha, size) once; stored ones get touched."""
+        seen: set[tuple[str, int]] = set()
+        answer: list[tuple[FileSpec, FileStatus]] = []
+        for spec in files:
+            key = (spec.sha, spec.size)
+            if key in seen:
+                continue
+            seen.add(key)
+            status = self.store.status(spec.sha, spec.size)
+            if status != "stored":
+                answer.append((spec, status))
+        return answer
+
+    def collect_garbage(self, dry_run: bool = False) -> SweepStats:
+        return self.gc.sweep(dry_run=dry_run)

@@ -1,0 +1,74 @@
+"""Shared fixtures: the real Shaman server on a loopback port.
+
+`manager` starts the server (Shaman enabled, GC off) with storage in a fresh tmp
+dir; `manager_factory(**config_overrides)` does the same with other settings,
+e.g. `manager_factory(token="s3cret")` or `manager_factory(shaman_enabled=False)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from manager_plugin.config import Config
+from manager_plugin.http.server import BackgroundServer
+from manager_plugin.service import ShamanService
+
+
+@dataclass
+class RunningManager:
+    """A live server: its base URL (trailing slash) and its storage directories."""
+
+    url: str
+    storage: Path
+    config: Config
+    service: ShamanService
+
+    @property
+    def jobs(self) -> Path:
+        return self.storage / "jobs"
+
+    @property
+    def store(self) -> Path:
+        return self.storage / "file-store"
+
+    def api(self, path: str) -> str:
+        """Full URL of an API path such as "api/v3/version"."""
+        return self.url + path.lstrip("/")
+
+
+ManagerFactory = Callable[..., RunningManager]
+
+
+@pytest.fixture
+def manager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagerFactory]:
+    servers: list[BackgroundServer] = []
+
+    def start(**overrides: Any) -> RunningManager:
+        settings: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "storage_path": tmp_path_factory.mktemp("storage"),
+            "shaman_enabled": True,
+            "gc_period": 0,
+        }
+        settings.update(overrides)
+        config = Config(**settings)
+        server = BackgroundServer(config)
+        url = server.start()
+        servers.append(server)
+        return RunningManager(
+            url=url, storage=config.storage_path, config=config, service=server.service
+        )
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def manager(manager_factory: ManagerFactory) -> RunningManager:
+    return manager_factory()

@@ -1,4 +1,4 @@
-"""`shaman-manager`: the command line (`serve`, `gc`).
+"""`shaman-manager`: the command line (`serve`, `gc`, `fsck`).
 
 Each subcommand is one `add_*_command(subparsers)` function listed in COMMANDS;
 it registers its parser and sets `func`, which returns the exit status.
@@ -110,11 +110,46 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- fsck ------------------------------------------------------------------
+
+
+def add_fsck_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fsck", help="re-hash every blob; find stale temps and broken links in jobs/"
+    )
+    add_config_args(parser)
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="move bad blobs to file-store/quarantine/<time>/ and remove stale temps",
+    )
+    parser.set_defaults(func=cmd_fsck)
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    """Exit 0 when the storage is clean (or fully repaired), 1 when problems remain."""
+    from .fsck import run_fsck
+
+    config = config_from_args(args)
+    if not config.storage_path.is_dir():
+        raise ConfigError(f"shared_storage_path: {config.storage_path} is not a directory")
+    report = run_fsck(
+        config.storage_path,
+        extra_checkout_paths=config.gc_extra_checkout_paths,
+        repair=args.repair,
+    )
+    for problem in report.problems:
+        print(problem)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 # ---- entry point -----------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_serve_command,
     add_gc_command,
+    add_fsck_command,
 ]
 
 

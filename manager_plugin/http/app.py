@@ -18,6 +18,8 @@ from ..service import ShamanService
 from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
 from .errors import error_middleware
+from .legacy import setup_legacy_routes
+from .openapi import add_openapi_route
 from .routes import setup_flamenco_routes
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ RouteSetup = Callable[[web.Application, ShamanService], None]
 # Every set of routes the server speaks. Add one line per protocol.
 ROUTE_SETS: list[RouteSetup] = [
     setup_flamenco_routes,
+    setup_legacy_routes,
 ]
 
 
@@ -43,6 +46,7 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
     app[SERVICE] = service
     for setup in ROUTE_SETS:
         setup(app, service)
+    add_openapi_route(app)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
     return app

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from .auth import public
 
 OPENAPI_PATH = "/api/v3/openapi.json"
 
@@ -307,8 +308,9 @@ def openapi_document() -> dict[str, Any]:
     )
 
 
+@public
 async def serve_openapi(request: web.Request) -> web.Response:
-    """`GET /api/v3/openapi.json`."""
+    """`GET /api/v3/openapi.json`; open like version, so clients can discover the API."""
     return web.json_response(openapi_document())
 
 

@@ -1,39 +1,46 @@
 """Blender-only side of the add-on: properties, preferences, operators and the panel.
 
 Imported by the package's register(), never at package import time, so the engine and
-`shaman-submit` work without bpy.
+`shaman-submit` work without bpy. job, connection and pack_name are bpy-free too; the
+bpy modules are imported inside register() so those stay importable (and testable)
+without Blender.
 """
 
 from __future__ import annotations
 
 import atexit
 
-import bpy
-from bpy.app.handlers import persistent
-
-from . import job, operators, panel, preferences, properties
-
-_modules = (properties, preferences, operators, panel)
+from . import job
 
 
-@persistent
 def _cancel_on_load(*_args: object) -> None:
     # Loading another file kills the modal operator watching the job; don't leave
     # an unobserved upload running.
     job.cancel_current(wait=1.0)
 
 
+def _modules() -> tuple:
+    from . import operators, panel, preferences, properties
+
+    return (properties, preferences, operators, panel)
+
+
 def register() -> None:
-    for module in _modules:
+    import bpy
+    from bpy.app.handlers import persistent
+
+    for module in _modules():
         module.register()
-    bpy.app.handlers.load_pre.append(_cancel_on_load)
-    atexit.register(job.cancel_current)
+    bpy.app.handlers.load_pre.append(persistent(_cancel_on_load))
+    atexit.register(job.shutdown)
 
 
 def unregister() -> None:
-    atexit.unregister(job.cancel_current)
+    import bpy
+
+    atexit.unregister(job.shutdown)
     if _cancel_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_cancel_on_load)
     job.cancel_current()
-    for module in reversed(_modules):
+    for module in reversed(_modules()):
         module.unregister()

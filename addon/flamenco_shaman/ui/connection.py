@@ -8,9 +8,9 @@ from ..engine import ManagerClient, SubmitError
 def describe_manager(url: str, token: str | None = None) -> tuple[bool, str]:
     """(ok, message) for the manager at `url`; message is fit for the status bar."""
     try:
-        client = ManagerClient(url, token=token or None)
-        version = client.version()
-        config = client.configuration()
+        with ManagerClient(url, token=token or None) as client:
+            version = client.version()
+            config = client.configuration()
     except SubmitError as ex:
         return False, f"Cannot use {url}: {ex}"
     name = version.get("name", "Flamenco Manager")

@@ -9,34 +9,29 @@ reads it from a timer and from the panel's draw().
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions, SubmitResult
+from ..engine.checkout_path import default_checkout_path, sanitize_checkout_path
+from . import pack_name
 
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".flamenco_shaman-"
-# Characters Flamenco refuses in a checkout path; a blend name may contain them.
-_UNSAFE_IN_CHECKOUT = re.compile(r"[\\?*:;{}/]+")
 
 
-def default_checkout_name(blend_path: Path) -> str:
-    """The checkout name offered when the artist leaves the field empty: the blend's stem."""
-    name = _UNSAFE_IN_CHECKOUT.sub("-", blend_path.stem).strip(" .-")
-    return name or "submission"
+def checkout_path_for(name: str, original_blend: Path) -> str:
+    """The checkout path: the artist's name for it (made valid), else blend name + time."""
+    name = name.strip()
+    return sanitize_checkout_path(name) if name else default_checkout_path(original_blend)
 
 
-def checkout_path_for(name: str, now: float | None = None) -> str:
-    """Checkout path for a submission named `name`: unique per submission via a timestamp."""
-    stamp = time.strftime("%Y-%m-%d-%H%M%S", time.localtime(now))
-    parts = [p.strip() for p in name.replace("\\", "/").split("/")]
-    clean = "/".join(_UNSAFE_IN_CHECKOUT.sub("-", p) for p in parts if p not in ("", ".", ".."))
-    return f"{clean or 'submission'}/{stamp}"
+def checkout_placeholder(original_blend: Path) -> str:
+    """What the empty checkout-name field stands for, shown greyed out in the panel."""
+    return f"{sanitize_checkout_path(original_blend.stem)}-<date>-<time>"
 
 
 def temp_copy_path(original: Path) -> Path:
@@ -84,7 +79,6 @@ class SubmitJob:
             relative_only=req.relative_only,
             uploads=req.uploads,
             token=req.token or None,
-            **_pack_name_option(req.original_blend.name),
         )
 
     def _on_progress(self, progress: Progress) -> None:
@@ -102,6 +96,7 @@ class SubmitJob:
 
     def run(self) -> None:
         """Run to completion in the calling thread; outcome lands in result/error/cancelled."""
+        pack_name.register(self.request.temp_blend, self.request.original_blend.name)
         try:
             self.result = self._submission.run()
         except SubmitCancelled:
@@ -112,6 +107,7 @@ class SubmitJob:
             log.exception("Submission failed unexpectedly")
             self.error = f"Unexpected error: {ex}"
         finally:
+            pack_name.forget(self.request.temp_blend)
             self.request.temp_blend.unlink(missing_ok=True)
             _publish(self)
             self._done.set()
@@ -127,15 +123,6 @@ class SubmitJob:
             self._done.set()
 
 
-def _pack_name_option(blend_name: str) -> dict[str, str]:
-    """Engine option naming the blend inside the checkout after the original, not the copy."""
-    fields = getattr(SubmitOptions, "__dataclass_fields__", {})
-    for field in ("blend_name", "pack_blend_name", "blendfile_name"):
-        if field in fields:
-            return {field: blend_name}
-    return {}
-
-
 current: SubmitJob | None = None
 last_result: SubmitResult | None = None
 last_error: str | None = None
@@ -149,10 +136,20 @@ def _publish(job: SubmitJob) -> None:
 
 
 def cancel_current(wait: float = 2.0) -> None:
-    """Stop the running submission, if any (Blender quitting, add-on disabled, file loaded)."""
+    """Stop the running submission, if any (add-on disabled, another file loaded)."""
     job = current
     if job is not None and job.running:
         job.cancel(wait=wait)
+
+
+def shutdown() -> None:
+    """Blender is quitting: cancel briefly, never wait long, leave no temporary copy behind."""
+    job = current
+    if job is not None and job.running:
+        job.cancel(wait=2.0)
+        # Still stuck (e.g. in a network call)? The daemon thread dies with the process;
+        # remove the copy ourselves.
+        job.request.temp_blend.unlink(missing_ok=True)
 
 
 PHASE_LABELS = {

@@ -44,7 +44,6 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         original = Path(bpy.data.filepath)
         prefs = get_preferences(context)
         settings = context.scene.flamenco_shaman
-        name = settings.checkout_name.strip() or job.default_checkout_name(original)
         root = Path(bpy.path.abspath(settings.project_root)) if settings.project_root else None
         temp = job.temp_copy_path(original)
         try:
@@ -61,7 +60,7 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
             original_blend=original,
             temp_blend=temp,
             manager_url=prefs.manager_url,
-            checkout_path=job.checkout_path_for(name),
+            checkout_path=job.checkout_path_for(settings.checkout_name, original),
             project_root=root,
             relative_only=settings.relative_only,
             uploads=prefs.uploads,

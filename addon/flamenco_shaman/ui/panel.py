@@ -32,7 +32,7 @@ class FLAMENCO_SHAMAN_PT_submit(bpy.types.Panel):
         col.use_property_split = True
         col.use_property_decorate = False
         blend = bpy.data.filepath
-        placeholder = job.default_checkout_name(Path(blend)) if blend else ""
+        placeholder = job.checkout_placeholder(Path(blend)) if blend else ""
         if bpy.app.version >= (4, 1, 0):
             col.prop(settings, "checkout_name", placeholder=placeholder)
         else:

@@ -16,6 +16,11 @@ TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; size is bounded by the app's client_max_size (413)."""
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        # Refuse before reading: otherwise a client declaring 50 GB and sending
+        # slowly would hold the connection until the body limit is reached.
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=declared)
     raw = await request.read()
     try:
         data = json.loads(raw)

@@ -39,6 +39,8 @@ class Config:
     absolute_symlinks: bool = False
     token: str | None = None
     body_read_timeout: float = 60.0
+    # URL path under which the legacy (BAT) protocol is also served; "" = root only.
+    legacy_base_path: str = ""
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -205,6 +207,12 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     if timeout <= timedelta(0):
         raise src.error("shaman.bodyReadTimeout", "must be positive")
 
+    legacy_base_path = src.get("shaman.legacyBasePath")
+    if legacy_base_path is None:
+        legacy_base_path = ""
+    if not isinstance(legacy_base_path, str) or any(c in legacy_base_path for c in "?#\\ "):
+        raise src.error("shaman.legacyBasePath", "expected a URL path such as '/shaman'")
+
     return Config(
         listen=listen,
         storage_path=storage_path,
@@ -215,4 +223,5 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         absolute_symlinks=_bool(src, "shaman.absoluteSymlinks", False),
         token=token,
         body_read_timeout=timeout.total_seconds(),
+        legacy_base_path=legacy_base_path,
     )

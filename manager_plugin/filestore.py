@@ -299,6 +299,7 @@ class FileStore:
             except FileNotFoundError:
                 pass
             os.close(fd)
+            _prune_upload_dirs(temp)
 
     # ---- maintenance -------------------------------------------------------
 
@@ -354,6 +355,18 @@ def _discard(fd: int, temp: str) -> None:
         pass
     finally:
         os.close(fd)
+        _prune_upload_dirs(temp)
+
+
+def _prune_upload_dirs(temp: str) -> None:
+    """Remove the temp's now-empty directories (fails harmlessly while others upload)."""
+    directory = os.path.dirname(temp)
+    for _ in range(2):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
 
 
 def _fsync_dir(path: str) -> None:

@@ -31,9 +31,11 @@ async def start_site(
     """Start serving `config`; return the runner (to clean up) and the real URL."""
     host, port = parse_listen(config.listen)
     app = create_app(config, service=service)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except BaseException:

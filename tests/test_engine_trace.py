@@ -1,0 +1,132 @@
+"""Tracing with BAT: which files go into the checkout, under which paths."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from flamenco_shaman.engine.errors import SubmitCancelled, SubmitError
+from flamenco_shaman.engine.trace import Tracer
+
+BLENDFILES = Path("/work/shared/blendfiles")
+
+
+@pytest.fixture(scope="module")
+def blends(tmp_path_factory):
+    """A private copy of the shared blend files (BAT opens them read-write)."""
+    target = tmp_path_factory.mktemp("blends") / "blendfiles"
+    shutil.copytree(BLENDFILES, target, symlinks=True)
+    return target
+
+
+def trace(blend, project=None, **kwargs):
+    files = []
+    with Tracer(blend, project or blend.parent, **kwargs) as tracer:
+        tracer.run(files.append)
+        sources = {f.pack_path: f.source for f in files}
+        temporary = {f.pack_path for f in files if f.temporary}
+        contents = {p: s.read_bytes() for p, s in sources.items() if p in temporary}
+    return tracer, sources, temporary, contents
+
+
+def test_blend_without_dependencies_is_alone_in_the_pack(blends):
+    tracer, sources, _, _ = trace(blends / "basic_file.blend")
+    assert sources == {"basic_file.blend": blends / "basic_file.blend"}
+    assert tracer.blend_pack_path == "basic_file.blend"
+    assert tracer.missing_files == []
+
+
+def test_linked_library_is_traced(blends):
+    _, sources, temporary, _ = trace(blends / "linked_cube.blend")
+    assert sources == {
+        "linked_cube.blend": blends / "linked_cube.blend",
+        "basic_file.blend": blends / "basic_file.blend",
+    }
+    assert not temporary
+
+
+def test_missing_library_is_reported_not_fatal(blends):
+    tracer, sources, _, _ = trace(blends / "doubly_linked.blend")
+    assert set(sources) == {"doubly_linked.blend", "linked_cube.blend", "basic_file.blend"}
+    assert [Path(p).name for p in tracer.missing_files] == ["material_textures.blend"]
+
+
+def test_image_sequence_frames_are_all_traced(blends):
+    tracer, sources, _, _ = trace(blends / "image_sequencer.blend")
+    frames = {p for p in sources if p.startswith("imgseq/")}
+    assert frames == {f"imgseq/{n:06d}.png" for n in range(210, 215)}
+    assert any("video-tiny.mkv" in p for p in tracer.missing_files)
+
+
+def test_udim_tiles_are_all_traced(blends):
+    _, sources, _, _ = trace(blends / "udim" / "v01_UDIM_BAT_debugging.blend")
+    tiles = {p for p in sources if "cube_UDIM.color" in p}
+    assert tiles == {f"cube_UDIM.color.{t}.png" for t in (1001, 1002, 1003)}
+
+
+def test_blend_in_subdir_keeps_its_place_below_the_project_root(blends):
+    tracer, sources, temporary, _ = trace(blends / "subdir" / "doubly_linked_up.blend", blends)
+    assert tracer.blend_pack_path == "subdir/doubly_linked_up.blend"
+    assert set(sources) == {
+        "subdir/doubly_linked_up.blend",
+        "linked_cube.blend",
+        "basic_file.blend",
+    }
+    assert not temporary
+
+
+def test_files_outside_the_project_go_to_outside_project_and_blends_are_rewritten(blends):
+    tracer, sources, temporary, contents = trace(blends / "subdir" / "doubly_linked_up.blend")
+    outside = sorted(p for p in sources if p.startswith("_outside_project/"))
+    assert [Path(p).name for p in outside] == ["basic_file.blend", "linked_cube.blend"]
+    assert "doubly_linked_up.blend" in temporary
+    original = (blends / "subdir" / "doubly_linked_up.blend").read_bytes()
+    assert contents["doubly_linked_up.blend"] != original
+    assert b"_outside_project" in contents["doubly_linked_up.blend"]
+
+
+def test_rewritten_blends_are_removed_on_close(blends):
+    files = []
+    with Tracer(blends / "subdir" / "doubly_linked_up.blend", blends / "subdir") as tracer:
+        tracer.run(files.append)
+        temp = [f.source for f in files if f.temporary]
+        assert temp and all(p.exists() for p in temp)
+    assert not any(p.exists() for p in temp)
+    assert not temp[0].parent.exists()
+
+
+def test_exclude_globs_leave_files_out(blends):
+    _, sources, _, _ = trace(blends / "image_sequencer.blend", exclude=["*.png"])
+    assert set(sources) == {"image_sequencer.blend"}
+
+
+def test_non_blend_file_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "notes.blend"
+    bogus.write_text("this is not a blend file\n" * 10)
+    with pytest.raises(SubmitError, match="notes.blend"):
+        trace(bogus)
+
+
+def test_truncated_blend_file_is_a_clear_error(blends, tmp_path):
+    cut = tmp_path / "cut.blend"
+    cut.write_bytes((blends / "linked_cube.blend").read_bytes()[:3000])
+    with pytest.raises(SubmitError, match="cut.blend"):
+        trace(cut)
+
+
+def test_missing_blend_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SubmitError, match="not found"):
+        trace(tmp_path / "nope.blend")
+
+
+def test_blend_outside_the_project_root_is_a_clear_error(blends, tmp_path):
+    with pytest.raises(SubmitError, match="not inside the project"):
+        trace(blends / "basic_file.blend", tmp_path)
+
+
+def test_cancelled_trace_raises_cancelled(blends):
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(SubmitCancelled):
+        trace(blends / "linked_cube.blend", cancel=cancel)

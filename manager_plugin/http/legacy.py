@@ -1,0 +1,203 @@
+"""The Flamenco 2 (legacy) Shaman protocol, as spoken by `bat pack shaman+http://...`.
+
+Routes, relative to the server root and, when configured, to `shaman.legacyBasePath`:
+
+    GET  get-token                      -> a token for `Authorization: Bearer ...`
+    POST checkout/requirements          CDF in, `file-unknown <path>` lines out
+    POST files/{sha}/{size}             the bytes, streamed into the same file store
+    POST checkout/create/{checkout id}  CDF in, the checkout's path (under jobs/) out
+
+Same core as the Flamenco 3 API (validation, dedupe, checkouts, GC), so a file
+uploaded through either protocol is found by the other. Only the wire format differs:
+text bodies, and statuses the way BAT reads them; `_error_response` is the one place
+where core errors become those. BAT prints the body of most errors, but of `get-token`
+only the status line, so those errors carry their hint in the reason phrase too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..cdf import (
+    ANSWER_ALREADY_UPLOADING,
+    ANSWER_FILE_UNKNOWN,
+    AnswerWord,
+    CdfEntry,
+    CdfError,
+    format_answer,
+    parse_cdf,
+)
+from ..errors import (
+    AlreadyStored,
+    InvalidRequest,
+    MustDefer,
+    ShamanDisabled,
+    ShamanError,
+    Unauthorized,
+)
+from ..models import FileSpec, FileStatus
+from ..paths import parse_size, validate_checksum, validate_path
+from ..service import ShamanService
+from .auth import check_token, public
+from .bodies import header_is_true
+
+log = logging.getLogger(__name__)
+
+# Handed out by get-token when no token is configured; any bearer token is accepted then.
+DUMMY_TOKEN = "no-token-needed"
+TOKEN_HINT = "set SHAMAN_JWT_TOKEN to the token configured on the manager (shaman.token)"
+_ANSWER_WORDS: dict[FileStatus, AnswerWord] = {
+    "unknown": ANSWER_FILE_UNKNOWN,
+    "uploading": ANSWER_ALREADY_UPLOADING,
+}
+_FILES_INDEX = re.compile(r"^files\[(\d+)\](?:\.path)?: ")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def normalize_base_path(base_path: str) -> str:
+    """`"/studio/shaman/"`, `"studio/shaman"` -> `"/studio/shaman"`; blank -> `""` (root)."""
+    stripped = base_path.strip().strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def _text(status: int, text: str, *, reason: str | None = None) -> web.Response:
+    body = text if text.endswith("\n") or not text else text + "\n"
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.Response(status=status, text=body, reason=reason, headers=headers)
+
+
+def _error_response(exc: ShamanError) -> web.Response:
+    """Core error -> the status BAT expects, with the message as text/plain body."""
+    if isinstance(exc, AlreadyStored | MustDefer):
+        # BAT treats 208 as "already there", or as "defer" when it offered to defer.
+        # Flamenco 3's 425 would be a hard error to BAT.
+        return web.Response(status=208)
+    if isinstance(exc, Unauthorized):
+        return _text(401, f"{exc.message}; {TOKEN_HINT}")
+    return _text(exc.status, exc.message)
+
+
+def _guarded(service: ShamanService, handler: Handler) -> Handler:
+    """Shaman enabled (503) and bearer token (401) checks, then core errors as text.
+
+    Registered as `public` so the app's JSON guard leaves these routes to this one.
+    """
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        config = service.config
+        try:
+            if not config.shaman_enabled:
+                raise ShamanDisabled("Shaman is disabled in this manager's configuration")
+            if config.token is not None and not check_token(
+                config.token, request.headers.get("Authorization")
+            ):
+                raise Unauthorized("missing or wrong bearer token")
+            return await handler(request)
+        except ShamanError as exc:
+            return _error_response(exc)
+
+    return public(guarded)
+
+
+def _entries_to_specs(body: bytes) -> tuple[list[CdfEntry], list[FileSpec]]:
+    """Parse and validate a CDF; errors name the line (400)."""
+    try:
+        entries = parse_cdf(body)
+    except CdfError as exc:
+        raise InvalidRequest(str(exc)) from None
+    for entry in entries:
+        validate_path(entry.path, f"line {entry.line_number}: path")
+    return entries, [FileSpec(e.sha, e.size, e.path) for e in entries]
+
+
+def _name_the_line(exc: InvalidRequest, entries: list[CdfEntry]) -> InvalidRequest:
+    """The core names a file as `files[i]`; a CDF author wants the line number."""
+    match = _FILES_INDEX.match(exc.message)
+    if match is None or int(match.group(1)) >= len(entries):
+        return exc
+    line = entries[int(match.group(1))].line_number
+    return type(exc)(f"line {line}: {exc.message[match.end() :]}")
+
+
+def _original_filename(request: web.Request) -> str:
+    """The X-Shaman-Original-Filename header, for logs only.
+
+    BAT sends it through `requests`, which encodes header values as Latin-1; other
+    clients may send UTF-8. aiohttp would decode either as UTF-8 with escapes.
+    """
+    for name, value in request.raw_headers:
+        if name.lower() == b"x-shaman-original-filename":
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return value.decode("latin-1")
+    return ""
+
+
+def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
+    """Register the legacy protocol at the root and under `config.legacy_base_path`."""
+
+    async def get_token(request: web.Request) -> web.Response:
+        if not service.config.shaman_enabled:
+            return _text(
+                503,
+                "Shaman is disabled in this manager's configuration",
+                reason="Service Unavailable: Shaman is disabled on this manager",
+            )
+        if service.config.token is not None:
+            # Handing out the shared token would make it pointless.
+            return _text(
+                403,
+                f"this manager requires a token; {TOKEN_HINT}",
+                reason="Forbidden: this manager requires a token, set SHAMAN_JWT_TOKEN",
+            )
+        return web.Response(text=DUMMY_TOKEN)
+
+    async def requirements(request: web.Request) -> web.Response:
+        body = await request.read()
+        _, specs = await asyncio.to_thread(_entries_to_specs, body)
+        answer = await asyncio.to_thread(service.requirements, specs)
+        text = format_answer((_ANSWER_WORDS[status], spec.path) for spec, status in answer)
+        return web.Response(text=text)
+
+    async def upload(request: web.Request) -> web.Response:
+        sha = validate_checksum(request.match_info["checksum"], "checksum")
+        size = parse_size(request.match_info["filesize"], "filesize")
+        can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
+        path = _original_filename(request)
+        extra = {"shaman_path": path}
+        try:
+            await service.store.receive(sha, size, request.content.read, can_defer=can_defer)
+        except ShamanError as exc:
+            log.info("upload %s %s/%d: %s", path, sha, size, exc.message, extra=extra)
+            raise
+        log.info("upload %s %s/%d: stored", path, sha, size, extra=extra)
+        return web.Response(status=204)
+
+    async def create_checkout(request: web.Request) -> web.Response:
+        checkout_id = request.match_info["checkout_id"]
+        body = await request.read()
+        entries, specs = await asyncio.to_thread(_entries_to_specs, body)
+        try:
+            used = await asyncio.to_thread(service.checkouts.create, checkout_id, specs)
+        except InvalidRequest as exc:
+            raise _name_the_line(exc, entries) from None
+        return web.Response(text=used)
+
+    token_route = public(get_token)
+    routes = [
+        ("POST", "checkout/requirements", _guarded(service, requirements)),
+        ("POST", "files/{checksum}/{filesize}", _guarded(service, upload)),
+        ("POST", "checkout/create/{checkout_id:.+}", _guarded(service, create_checkout)),
+    ]
+    prefixes = {"", normalize_base_path(service.config.legacy_base_path)}
+    for prefix in sorted(prefixes):
+        app.router.add_get(f"{prefix}/get-token", token_route)
+        for method, path, handler in routes:
+            app.router.add_route(method, f"{prefix}/{path}", handler)

@@ -1,0 +1,153 @@
+"""Helpers shared by the tests/test_reliability_*.py files: raw HTTP, uploads, polling.
+
+Raw sockets are used where a well-behaved client library would refuse to
+misbehave: lying about Content-Length, stalling, disconnecting mid-body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_url(base: str, data: bytes) -> str:
+    return f"{base}api/v3/shaman/files/{sha256(data)}/{len(data)}"
+
+
+def upload(base: str, data: bytes, **headers: str) -> requests.Response:
+    return requests.post(
+        file_url(base, data),
+        data=data,
+        headers={"Content-Type": "application/octet-stream", **headers},
+        timeout=30,
+    )
+
+
+def blob_path(store: Path, data: bytes) -> Path:
+    sha = sha256(data)
+    return store / "stored" / sha[:2] / sha[2:] / f"{len(data)}.blob"
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every non-directory entry below root (symlinks included, not followed)."""
+    if not root.exists():
+        return []
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        out.extend(Path(dirpath, n) for n in filenames)
+        out.extend(Path(dirpath, n) for n in dirnames if Path(dirpath, n).is_symlink())
+    return sorted(out)
+
+
+def temps(store: Path) -> list[Path]:
+    return files_under(store / "uploading")
+
+
+def blobs(store: Path) -> list[Path]:
+    return files_under(store / "stored")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll `cond` until true or `timeout` passes; the server cleans up asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def host_port(base: str) -> tuple[str, int]:
+    parts = urlsplit(base)
+    assert parts.hostname and parts.port
+    return parts.hostname, parts.port
+
+
+def connect(base: str, timeout: float = 10.0) -> socket.socket:
+    sock = socket.create_connection(host_port(base), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def request_head(base: str, method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
+    host, port = host_port(base)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
+    """Read one HTTP response; None when the server closed without answering.
+
+    The body is read per Content-Length when present, else until close.
+    """
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split()[1])
+    headers = {}
+    for line in header_lines:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    length = int(headers.get("content-length", "-1"))
+    try:
+        while length < 0 or len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        pass
+    return status, headers, body[: length if length >= 0 else None]
+
+
+def send_quietly(sock: socket.socket, data: bytes) -> bool:
+    """sendall that reports whether the server was still listening."""
+    try:
+        sock.sendall(data)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with a TCP RST, the way a crashed client vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def json_error(resp: requests.Response) -> dict[str, Any]:
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.text
+    body = resp.json()
+    assert body["code"] == resp.status_code
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def assert_serving(base: str) -> None:
+    """The server still answers and still accepts a normal upload."""
+    data = os.urandom(4096)
+    resp = upload(base, data)
+    assert resp.status_code == 204, resp.text

@@ -12,7 +12,9 @@ def describe_manager(url: str, token: str | None = None) -> tuple[bool, str]:
             version = client.version()
             config = client.configuration()
     except SubmitError as ex:
-        return False, f"Cannot use {url}: {ex}"
+        # The engine's messages already name the URL and the reason.
+        message = str(ex)
+        return False, message[:1].upper() + message[1:]
     name = version.get("name", "Flamenco Manager")
-    shaman = "Shaman enabled" if config.get("shamanEnabled") else "Shaman is DISABLED"
+    shaman = "Shaman enabled" if config.get("shamanEnabled") else "Shaman is disabled"
     return bool(config.get("shamanEnabled")), f"{name} {version.get('version', '?')}: {shaman}"

@@ -117,10 +117,6 @@ class SubmitJob:
         self._submission.cancel()
         if wait:
             self._done.wait(wait)
-        if not self._done.is_set() and self._thread is None:
-            # Never started: nothing else will remove the copy.
-            self.request.temp_blend.unlink(missing_ok=True)
-            self._done.set()
 
 
 current: SubmitJob | None = None

@@ -200,12 +200,7 @@ class FileStore:
                 eof = False
                 while len(buf) < BATCH_SIZE and received + len(buf) < limit:
                     want = min(BATCH_SIZE - len(buf), limit - received - len(buf))
-                    try:
-                        chunk = await asyncio.wait_for(read(want), self.body_read_timeout)
-                    except TimeoutError:
-                        raise BodyTimeout(
-                            f"no body data for {self.body_read_timeout:g} s; upload aborted"
-                        ) from None
+                    chunk = await self._read_chunk(read, want, other, f"{sha}/{size}")
                     if not chunk:
                         eof = True
                         break
@@ -251,6 +246,40 @@ class FileStore:
             if is_disk_full(exc):
                 raise StorageFull("storage is full; upload discarded") from exc
             raise
+
+    async def _read_chunk(self, read: Reader, want: int, other: _Upload | None, name: str) -> bytes:
+        """Next piece of the body, within the timeout.
+
+        While another upload of the same file runs, also wait for it: when it
+        stores the blob first, stop at once with AlreadyStored, even if this
+        client is slow or stalled.
+        """
+        timeout = self.body_read_timeout
+        if other is None or other.done.is_set():
+            try:
+                return await asyncio.wait_for(read(want), timeout)
+            except TimeoutError:
+                raise BodyTimeout(f"no body data for {timeout:g} s; upload aborted") from None
+        read_task = asyncio.ensure_future(read(want))
+        other_task = asyncio.ensure_future(other.done.wait())
+        try:
+            finished, _ = await asyncio.wait(
+                {read_task, other_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if read_task in finished:
+                return read_task.result()
+            if other_task in finished and other.stored:
+                raise AlreadyStored(f"{name} was stored by another upload meanwhile")
+            if other_task in finished:
+                # The other upload failed; this one carries on alone.
+                return await asyncio.wait_for(asyncio.shield(read_task), timeout)
+            raise BodyTimeout(f"no body data for {timeout:g} s; upload aborted")
+        except TimeoutError:
+            raise BodyTimeout(f"no body data for {timeout:g} s; upload aborted") from None
+        finally:
+            other_task.cancel()
+            if not read_task.done():
+                read_task.cancel()
 
     def _open_temp(self, sha: str, size: int) -> tuple[int, str]:
         directory = self._upload_dir(sha)

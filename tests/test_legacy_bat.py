@@ -362,6 +362,44 @@ def test_files_uploaded_through_the_v3_api_are_not_uploaded_again_by_bat_pack(
     assert_checkout_matches(only_checkout(manager.jobs, "after-v3"), generated_project.files)
 
 
+def shaman_submit(project: Project, url: str, checkout_path: str, home: Path) -> None:
+    """Submit through this project's own Flamenco 3 client, `shaman-submit`."""
+    script = Path(sys.executable).with_name("shaman-submit")
+    command = (
+        [str(script)] if script.exists() else [shutil.which("shaman-submit") or "shaman-submit"]
+    )
+    proc = subprocess.run(
+        [*command, "--manager", url, "--project", str(project.root)]
+        + ["--checkout-path", checkout_path, str(project.blend)],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=BAT_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.blender
+def test_project_submitted_with_shaman_submit_shares_blobs_with_bat_pack(
+    manager, generated_project, bat_home, caplog
+):
+    shaman_submit(generated_project, manager.url, "submitted", bat_home)
+    assert_checkout_matches(only_checkout(manager.jobs, "submitted"), generated_project.files)
+    blobs_before = stored_blobs(manager.store)
+    caplog.set_level(logging.INFO, logger=LEGACY_LOGGER)
+    bat_pack(
+        generated_project.root,
+        generated_project.blend,
+        shaman_target(manager.url, "packed"),
+        bat_home,
+    ).assert_ok()
+    assert uploads_logged(caplog) == ["pack-info.txt"]
+    assert len(stored_blobs(manager.store) - blobs_before) == 1
+    packed = only_checkout(manager.jobs, "packed")
+    for rel in generated_project.files:
+        assert (packed / rel).resolve() == (manager.jobs / "submitted" / rel).resolve()
+
+
 @pytest.mark.blender
 def test_files_uploaded_by_bat_pack_are_stored_for_v3_clients(manager, generated_project, bat_home):
     bat_pack(

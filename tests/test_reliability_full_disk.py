@@ -1,0 +1,133 @@
+"""Guarantee 7: a full disk gets 507, leaves no temp file, and harms no earlier blob.
+
+The storage lives on a real, size-limited tmpfs (CI runs as root). If mounting
+is not permitted the test fails: a skipped disk-full test proves nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from reliability_support import blob_path, json_error, sha256, temps, upload, wait_until
+
+MiB = 1024 * 1024
+
+
+def post_json(manager, endpoint: str, body: object) -> requests.Response:
+    return requests.post(manager.url + endpoint, json=body, timeout=30)
+
+
+@contextmanager
+def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
+    mountpoint.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mountpoint
+    finally:
+        result = subprocess.run(["umount", str(mountpoint)], capture_output=True)
+        if result.returncode != 0:  # something still has a file open: detach lazily
+            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+# Both fixtures are requested before the server, so they are unmounted after it stops.
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs."""
+    with tmpfs(tmp_path / "small-disk", "size=8m") as mountpoint:
+        yield mountpoint
+
+
+@pytest.fixture
+def few_inodes(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs with room for bytes but only 64 inodes: directories and symlinks run out."""
+    with tmpfs(tmp_path / "few-inodes", "size=8m,nr_inodes=64") as mountpoint:
+        yield mountpoint
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill the filesystem, then give back about `leave` bytes."""
+    filler = disk / "filler"
+    chunk = b"\0" * (64 * 1024)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        written = 0
+        while True:  # unbuffered: no pending buffer to fail on close
+            try:
+                written += os.write(fd, chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                break
+        os.ftruncate(fd, max(0, written - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_upload_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manager_factory):
+    manager = manager_factory(storage_path=small_disk / "storage")
+    earlier = [os.urandom(MiB), os.urandom(MiB // 2)]
+    for data in earlier:
+        assert upload(manager.url, data).status_code == 204
+
+    filler = fill(small_disk, leave=256 * 1024)
+    big = os.urandom(2 * MiB)
+    resp = upload(manager.url, big)
+    assert resp.status_code == 507, resp.text
+    message = json_error(resp)["message"].lower()
+    assert "space" in message or "full" in message, message
+    assert wait_until(lambda: not temps(manager.store)), temps(manager.store)
+    assert not blob_path(manager.store, big).exists()
+
+    # Earlier blobs are intact, byte for byte.
+    for data in earlier:
+        assert sha256(blob_path(manager.store, data).read_bytes()) == sha256(data)
+
+    # Free the space: the same upload now succeeds.
+    filler.unlink()
+    resp = upload(manager.url, big)
+    assert resp.status_code == 204, resp.text
+    assert sha256(blob_path(manager.store, big).read_bytes()) == sha256(big)
+
+
+def test_requirements_and_status_still_answer_on_a_full_disk(small_disk, manager_factory):
+    manager = manager_factory(storage_path=small_disk / "storage")
+    data = os.urandom(MiB)
+    assert upload(manager.url, data).status_code == 204
+    fill(small_disk, leave=0)
+    spec = {"sha": sha256(data), "size": len(data), "path": "a.bin"}
+    resp = post_json(manager, "api/v3/shaman/checkout/requirements", {"files": [spec]})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"files": []}
+
+
+def test_checkout_that_runs_out_of_space_gets_507_and_leaves_nothing(few_inodes, manager_factory):
+    """Directories and symlinks need space too: a checkout is whole or answered 507."""
+    manager = manager_factory(storage_path=few_inodes / "storage")
+    data = os.urandom(1000)
+    assert upload(manager.url, data).status_code == 204
+    spec = {"sha": sha256(data), "size": len(data)}
+    files = [{**spec, "path": f"d{i}/f{i}.bin"} for i in range(100)]
+    resp = post_json(
+        manager, "api/v3/shaman/checkout/create", {"files": files, "checkoutPath": "big"}
+    )
+    assert resp.status_code == 507, resp.text
+    message = json_error(resp)["message"].lower()
+    assert "space" in message or "full" in message, message
+    assert list(manager.jobs.iterdir()) == []  # not even the hidden temp dir
+
+    # The failed checkout gave its inodes back: a small one fits.
+    small = {"files": [{**spec, "path": "a.bin"}], "checkoutPath": "small"}
+    resp = post_json(manager, "api/v3/shaman/checkout/create", small)
+    assert resp.status_code == 200, resp.text
+    assert (manager.jobs / "small" / "a.bin").read_bytes() == data

@@ -31,7 +31,6 @@ from .locking import StorageLock
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-STALE_CHECKOUT_TEMP_AGE = 3600.0
 
 
 @dataclass
@@ -135,11 +134,15 @@ class GarbageCollector:
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                         if entry.name.startswith(TEMP_PREFIX):
+                            # A checkout builds its temp dir under the shared lock, and
+                            # the sweep's start was taken under the exclusive one: a temp
+                            # dir last changed before the start belongs to a builder that
+                            # had finished by then, so it is a crash leftover (kill -9).
                             try:
-                                age = start - entry.stat(follow_symlinks=False).st_mtime
+                                mtime = entry.stat(follow_symlinks=False).st_mtime
                             except OSError:
                                 continue
-                            if age > STALE_CHECKOUT_TEMP_AGE:
+                            if mtime < start:
                                 stale_temps.append(entry.path)
         return seen
 

@@ -1,0 +1,117 @@
+"""Guarantee 4, load: 20 clients submit overlapping projects at once, twice in a row; every
+submission succeeds, every checkout is byte-identical to its source, and every distinct
+blob is written exactly once.
+
+"Written once" is checked three ways that do not trust each other: the clients count the
+204 ("stored") answers per blob, the server's own request log is counted the same way, and
+each blob's inode must survive the second run unchanged (a rewrite would replace it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from reliability_helpers import (
+    ManagerProcess,
+    RawShamanClient,
+    SourceFile,
+    make_project,
+    shared_files,
+    verify_checkout,
+    verify_store,
+    write_file,
+)
+
+SEED = 4242
+CLIENTS = 20
+
+pytestmark = pytest.mark.slow
+
+
+def _projects(tmp: Path, rng: random.Random) -> list[list[SourceFile]]:
+    shared = shared_files(rng, count=10, max_size=128 * 1024)
+    return [
+        make_project(
+            tmp / "src",
+            f"proj{i:02d}",
+            rng,
+            # Overlap in layers: all share `shared`, neighbours share half of it again.
+            shared=shared if i % 2 == 0 else shared[: len(shared) // 2],
+            unique_files=6,
+            max_size=64 * 1024,
+            large_files=1 if i % 4 == 0 else 0,
+            large_size=1 << 20,
+        )
+        for i in range(CLIENTS)
+    ]
+
+
+def _grow(projects: list[list[SourceFile]], tmp: Path, rng: random.Random) -> None:
+    """Second run: every project gains a file of its own and one new file they all share."""
+    common = rng.randbytes(200 * 1024)
+    for i, files in enumerate(projects):
+        base = files[0].disk.parents[len(Path(files[0].rel).parts) - 1]
+        for rel, data in (
+            (f"v2/own-{i:02d}.bin", rng.randbytes(30_000)),
+            ("v2/common.bin", common),
+        ):
+            write_file(base / rel, data)
+            files.append(SourceFile(rel, base / rel, hashlib.sha256(data).hexdigest(), len(data)))
+
+
+def _run(
+    url: str, projects: list[list[SourceFile]], label: str
+) -> list[tuple[str, RawShamanClient]]:
+    def one(i: int) -> tuple[str, RawShamanClient]:
+        client = RawShamanClient(url)
+        try:
+            return client.submit(projects[i], f"load/proj{i:02d}/{label}"), client
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        return list(pool.map(one, range(CLIENTS)))
+
+
+def _inodes(store: Path) -> dict[Path, int]:
+    return {p: p.stat().st_ino for p in (store / "stored").rglob("*.blob")}
+
+
+def test_twenty_clients_twice_in_a_row_all_succeed_and_write_each_blob_once(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    projects = _projects(tmp_path, rng)
+    mgr = ManagerProcess(tmp_path / "storage").start()
+    try:
+        first = _run(mgr.url, projects, "job")
+        first_files = [list(files) for files in projects]
+        inodes_after_first = _inodes(mgr.store)
+        _grow(projects, tmp_path, rng)
+        # Same checkout paths again: the server must pick fresh `-xxxx` directories.
+        second = _run(mgr.url, projects, "job")
+
+        for (used, _), files in zip(first + second, first_files + projects, strict=True):
+            assert verify_checkout(mgr.jobs, mgr.store, used, files) == [], used
+        assert len({used for used, _ in first + second}) == 2 * CLIENTS
+
+        distinct = {(f.sha, f.size) for files in projects for f in files}
+        client_204 = Counter(
+            (sha, size)
+            for _, c in first + second
+            for sha, size, st in c.stats.statuses
+            if st == 204
+        )
+        assert set(client_204) == distinct
+        assert max(client_204.values()) == 1, "some blob was stored twice"
+        assert verify_store(mgr.store) == []
+        stored_now = _inodes(mgr.store)
+        assert len(stored_now) == len(distinct)
+        assert {p: stored_now[p] for p in inodes_after_first} == inodes_after_first
+    finally:
+        mgr.stop()
+    server_204 = Counter((sha, size) for sha, size, st in mgr.upload_statuses() if st == 204)
+    assert server_204 == client_204

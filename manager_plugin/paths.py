@@ -16,6 +16,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Characters Flamenco forbids, plus NUL/control characters that no filesystem wants.
 _FORBIDDEN = re.compile(r"[\\?*:;{}\x00-\x1f\x7f]")
 _MAX_COMPONENT_BYTES = 255
+# Flamenco (Go) carries sizes as int64; anything larger cannot come from a real client.
+MAX_SIZE = 2**63 - 1
 
 
 def validate_checksum(value: object, field: str = "sha") -> str:
@@ -31,6 +33,8 @@ def validate_size(value: object, field: str = "size") -> int:
         raise InvalidSize(f"{field}: expected integer, got {value!r:.80}")
     if value < 0:
         raise InvalidSize(f"{field}: must be >= 0, got {value}")
+    if value > MAX_SIZE:
+        raise InvalidSize(f"{field}: must be at most {MAX_SIZE}, got {value}")
     return value
 
 
@@ -38,7 +42,7 @@ def parse_size(text: str, field: str = "size") -> int:
     """Parse a size from a URL segment: decimal digits only."""
     if not text.isascii() or not text.isdigit() or len(text) > 20:
         raise InvalidSize(f"{field}: expected a non-negative integer, got {text!r:.80}")
-    return int(text)
+    return validate_size(int(text), field)
 
 
 def validate_path(value: object, field: str = "path") -> str:

@@ -1,0 +1,94 @@
+"""The physical baselines each figure is compared with, measured on the same files.
+
+Each one is the bare minimum a program must do for the same result: hash with one core,
+copy the bytes, create the links, walk the directories. Ratios against these, not raw
+figures, are what can be compared between (noisy) runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def settle() -> None:
+    """Flush dirty pages so writeback of earlier steps does not slow the next timed one."""
+    os.sync()
+
+
+def sha256_files(paths: Iterable[Path]) -> tuple[float, int]:
+    """Single-thread hashlib.sha256 over the files: (seconds, bytes hashed)."""
+    settle()
+    total = 0
+    start = time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            hashlib.file_digest(f, "sha256")
+            total += f.tell()
+    return time.perf_counter() - start, total
+
+
+def copy_file(src: Path, dst: Path) -> float:
+    """shutil.copyfile onto the same filesystem, including getting the bytes to the kernel."""
+    settle()
+    start = time.perf_counter()
+    shutil.copyfile(src, dst)
+    return time.perf_counter() - start
+
+
+def _bat_command() -> list[str]:
+    exe = shutil.which("bat") or str(Path(sys.executable).with_name("bat"))
+    return [exe]
+
+
+def bat_pack(project_root: Path, blend: Path, target: Path) -> float:
+    """`bat pack -p PROJECT BLEND TARGETDIR`: the copy-per-job way of sending a project."""
+    settle()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [*_bat_command(), "pack", "-p", str(project_root), str(blend), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"bat pack failed: {proc.stderr[-2000:]}")
+    return seconds
+
+
+def symlink_tree(root: Path, links: list[tuple[str, str]]) -> float:
+    """A bare os.symlink loop: (target, relative link path) pairs, directories made as needed."""
+    settle()
+    start = time.perf_counter()
+    made: set[str] = set()
+    base = str(root)
+    for target, rel in links:
+        link = f"{base}/{rel}"
+        parent = link.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        os.symlink(target, link)
+    return time.perf_counter() - start
+
+
+def scandir_walk(roots: Iterable[Path]) -> tuple[float, int]:
+    """A bare os.scandir walk of the trees: (seconds, entries seen)."""
+    settle()
+    start = time.perf_counter()
+    seen = 0
+    stack = [str(r) for r in roots]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                seen += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return time.perf_counter() - start, seen

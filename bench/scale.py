@@ -1,0 +1,66 @@
+"""Sizes for each scenario: the issue's full sizes, and a seconds-long quick variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    hash_bytes: int  # mixed-size project hashed cold
+    hash_max_file: int  # largest file in that project
+    ingest_bytes: int  # one upload received by the manager
+    first_files: int  # first submission: this many small files...
+    first_file_size: int  # ...of this size
+    resub_files: int  # resubmitted project: file count including the texture...
+    resub_bytes: int  # ...and total size
+    texture_bytes: int  # the texture changed between resubmissions
+    checkout_files: int  # links in one checkout
+    gc_blobs: int  # blobs in the store swept by GC
+    gc_links: int  # links in jobs/ pointing at them
+    rss_bytes: int  # one file moved while peak RSS is sampled
+
+
+FULL = Scale(
+    name="full",
+    hash_bytes=2 * GiB,
+    hash_max_file=256 * MiB,
+    ingest_bytes=2 * GiB,
+    first_files=10_000,
+    first_file_size=4 * KiB,
+    resub_files=10_000,
+    resub_bytes=1 * GiB,
+    texture_bytes=100 * MiB,
+    checkout_files=100_000,
+    gc_blobs=200_000,
+    gc_links=200_000,
+    rss_bytes=4 * GiB,
+)
+
+QUICK = Scale(
+    name="quick",
+    hash_bytes=64 * MiB,
+    hash_max_file=8 * MiB,
+    ingest_bytes=64 * MiB,
+    first_files=150,
+    first_file_size=4 * KiB,
+    resub_files=150,
+    resub_bytes=24 * MiB,
+    texture_bytes=4 * MiB,
+    checkout_files=500,
+    gc_blobs=1_000,
+    gc_links=1_000,
+    rss_bytes=128 * MiB,
+)
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"

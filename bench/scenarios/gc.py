@@ -1,0 +1,65 @@
+"""A garbage-collection sweep vs a bare os.scandir walk of the same two trees."""
+
+from __future__ import annotations
+
+import time
+
+from .. import targets
+from ..baselines import scandir_walk, settle
+from ..context import Context
+from ..datagen import tree_paths
+from ..report import Row
+from ..store import age_blobs, blob_path, stored_dir, write_blobs
+
+TITLE = "GC sweep"
+MAX_AGE = 3600.0
+CHECKOUTS = 10
+
+
+def run(ctx: Context) -> list[Row]:
+    root = ctx.workdir("gc")
+    try:
+        n_blobs, n_links = ctx.scale.gc_blobs, ctx.scale.gc_links
+        storage = root / "storage"
+        blobs = write_blobs(storage, n_blobs)
+        # 1% of the blobs are garbage: old and linked from nowhere. The rest are linked from
+        # CHECKOUTS checkouts made by our own builder, so the links look like real ones.
+        orphans = max(1, n_blobs // 100)
+        live = blobs[orphans:]
+        per = -(-n_links // CHECKOUTS)
+        for c in range(CHECKOUTS):
+            chunk = range(c * per, min(n_links, (c + 1) * per))
+            paths = tree_paths(len(chunk), prefix=f"shot{c:02d}", per_dir=1000, ext=".exr")
+            files = [(*live[i % len(live)], p) for i, p in zip(chunk, paths, strict=True)]
+            targets.checkout(storage, f"bench/gc-{c:02d}", files)
+        # Everything older than maxAge, so each blob's fate rests on the link check.
+        age_blobs(storage, blobs, time.time() - 2 * MAX_AGE)
+
+        base_s, seen = scandir_walk([stored_dir(storage), storage / "jobs"])
+
+        settle()
+        start = time.perf_counter()
+        stats = targets.gc_sweep(storage, MAX_AGE)
+        ours_s = time.perf_counter() - start
+        gone = [b for b in blobs[:orphans] if not blob_path(storage, *b).exists()]
+        kept = sum(blob_path(storage, *b).exists() for b in live[:: max(1, len(live) // 1000)])
+        if len(gone) != orphans or kept != len(live[:: max(1, len(live) // 1000)]):
+            raise AssertionError(f"GC deleted {len(gone)}/{orphans} orphans or a live blob")
+
+        ratio = ours_s / base_s
+        return [
+            Row(
+                key="gc",
+                scenario=f"{TITLE}, {n_blobs:,} blobs and {n_links:,} links",
+                figure=f"{ours_s:.2f} s",
+                baseline=f"{base_s:.2f} s (bare os.scandir walk, {seen:,} entries)",
+                ratio=ratio,
+                ratio_label="x time",
+                target="<= 2x",
+                passed=ratio <= 2,
+                notes=[f"all blobs older than maxAge, {orphans:,} unlinked ones deleted: {stats}"],
+                data={"blobs": n_blobs, "links": n_links, "ours_s": ours_s, "base_s": base_s},
+            )
+        ]
+    finally:
+        ctx.cleanup(root)

@@ -1,0 +1,91 @@
+"""The only place that knows our implementation's APIs: engine, file store, checkout, GC.
+
+Scenarios call these thin wrappers, so an API change touches one file. A part that has not
+landed yet raises NotAvailable, which the run reports as an error row, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+class NotAvailable(RuntimeError):
+    """Our implementation of this part cannot be imported (yet)."""
+
+
+def _engine() -> Any:
+    try:
+        from flamenco_shaman import engine
+    except ImportError as exc:  # pragma: no cover - depends on what has landed
+        raise NotAvailable(f"submission engine: {exc}") from exc
+    if not hasattr(engine, "Submission"):
+        raise NotAvailable("submission engine: flamenco_shaman.engine.Submission missing")
+    return engine
+
+
+def submit(
+    blend: Path,
+    manager_url: str,
+    checkout_path: str,
+    *,
+    project_root: Path | None = None,
+    uploads: int | None = None,
+) -> Any:
+    """Run one Submission to the end; its SubmitResult."""
+    engine = _engine()
+    kwargs: dict[str, Any] = {
+        "blendfile": blend,
+        "manager_url": manager_url,
+        "project_root": project_root,
+        "checkout_path": checkout_path,
+    }
+    if uploads is not None:
+        kwargs["uploads"] = uploads
+    opts = engine.SubmitOptions(**kwargs)
+    return engine.Submission(opts).run()
+
+
+def hash_files(paths: Sequence[Path], workers: int | None = None) -> list[tuple[str, int]]:
+    """The engine's hasher over these files, cold: (sha256 hex, size) per file, in order.
+
+    The same work the submission pipeline does: `hashing.identify` (stat, stream in 1 MiB
+    blocks, re-stat) on a thread pool of one worker per core, without the checksum cache.
+    """
+    _engine()
+    from flamenco_shaman.engine.hashing import identify
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return [(i.sha, i.size) for i in pool.map(lambda p: identify(p, None), paths)]
+
+
+def _service(storage: Path, max_age_seconds: float | None = None) -> Any:
+    """The manager's core for one storage, wired as the server wires it."""
+    try:
+        from manager_plugin.config import Config
+        from manager_plugin.service import ShamanService
+    except ImportError as exc:  # pragma: no cover - depends on what has landed
+        raise NotAvailable(f"manager core: {exc}") from exc
+    config = Config(storage_path=storage)
+    if max_age_seconds is not None:
+        config.gc_max_age = timedelta(seconds=max_age_seconds)
+    service = ShamanService(config)
+    service.prepare_storage()
+    return service
+
+
+def checkout(storage: Path, checkout_path: str, files: Sequence[tuple[str, int, str]]) -> str:
+    """CheckoutBuilder.create over (sha, size, path) files; the checkout path used."""
+    from manager_plugin.models import FileSpec
+
+    service = _service(storage)
+    return service.checkouts.create(checkout_path, [FileSpec(*f) for f in files])
+
+
+def gc_sweep(storage: Path, max_age_seconds: float) -> str:
+    """One garbage collection sweep of the storage (GarbageCollector.sweep); its summary."""
+    return _service(storage, max_age_seconds).collect_garbage().summary()

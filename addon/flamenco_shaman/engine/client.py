@@ -8,6 +8,7 @@ the uploader can retry them.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -115,7 +116,7 @@ class ManagerClient:
         """
         headers = {
             "Content-Type": "application/octet-stream",
-            "X-Shaman-Original-Filename": filename,
+            "X-Shaman-Original-Filename": header_safe(filename),
             # Python's str(bool), exactly like Flamenco's generated client.
             "X-Shaman-Can-Defer-Upload": str(bool(can_defer)),
         }
@@ -206,6 +207,11 @@ class ManagerClient:
         if status == 404:
             raise SubmitError(f"{self.url} does not look like a Flamenco manager (404 when {what})")
         raise SubmitError(f"the manager answered {status} when {what}: {_message(response)}")
+
+
+def header_safe(text: str) -> str:
+    """Header values must be Latin-1; percent-encode anything else (the name is for logs)."""
+    return urllib.parse.quote(text, safe=" /!#$&'()*+,;=@[]~:")
 
 
 def _short(ex: Exception) -> str:

@@ -541,3 +541,136 @@ def test_legacy_install_enables_the_add_on(legacy):
 def test_legacy_install_loads_bat_from_its_bundled_wheel(legacy):
     wheel = f"{legacy['scripts']}/addons/flamenco_shaman/wheels/blender_asset_tracer-1.23-"
     assert legacy["bat_file"].startswith(wheel)
+
+
+# --- What the panel and the preferences draw ---------------------------------------------
+
+DRAW = """
+bpy.ops.wm.open_mainfile(filepath=sys.argv[2])
+install(sys.argv[1])
+panel = sys.modules[EXTENSION + ".ui.panel"]
+preferences = sys.modules[EXTENSION + ".ui.preferences"]
+job = sys.modules[EXTENSION + ".ui.job"]
+engine = sys.modules[EXTENSION + ".engine"]
+UILayout = bpy.types.UILayout
+
+
+class Layout:
+    # No UILayout exists without a window; this stand-in checks every call against
+    # UILayout's real API (functions, keyword names, icons, properties, operators).
+    def __init__(self, calls):
+        object.__setattr__(self, "calls", calls)
+
+    def __setattr__(self, name, value):
+        assert name in UILayout.bl_rna.properties, name
+
+    def __getattr__(self, name):
+        function = UILayout.bl_rna.functions.get(name)
+        if function is None:
+            raise AttributeError(name)
+        params = function.parameters
+
+        def call(*args, **kwargs):
+            for key, value in kwargs.items():
+                assert key in params, (name, key)
+                if key == "icon":
+                    assert value in params["icon"].enum_items, value
+            if name == "prop":
+                assert args[1] in args[0].bl_rna.properties, args[1]
+                text = args[1]
+            elif name == "operator":
+                category, op = args[0].split(".")
+                getattr(getattr(bpy.ops, category), op).get_rna_type()
+                text = args[0]
+            else:
+                text = kwargs.get("text", "")
+            self.calls.append([name, text])
+            return Layout(self.calls)
+
+        return call
+
+
+def draw(function, *args):
+    calls = []
+    function(Layout(calls), *args)
+    return calls
+
+
+idle = draw(panel.draw_panel, bpy.context)
+
+
+class Running:
+    running = True
+    progress = engine.Progress("uploading", 1, 3, 1024, 4096, "textures/a.png")
+
+
+job.current = Running()
+running = draw(panel.draw_panel, bpy.context)
+job.current = None
+
+state = bpy.context.window_manager.flamenco_shaman
+state.farm_path = "{jobs}/shot/main.blend"
+job.last_result = engine.SubmitResult(
+    checkout_path="shot",
+    farm_blend_path=state.farm_path,
+    missing_files=[f"/gone/{i:02}.png" for i in range(12)],
+    files_total=5,
+    bytes_total=2048,
+    files_uploaded=2,
+    bytes_uploaded=1024,
+)
+finished = draw(panel.draw_panel, bpy.context)
+copied = call(bpy.ops.flamenco_shaman.copy_farm_path)
+prefs().last_check = "Manager 3.6: Shaman enabled"
+preference_calls = draw(preferences.draw_preferences, prefs())
+done(idle=idle, running=running, finished=finished, preferences=preference_calls, copied=copied)
+"""
+
+
+@pytest.fixture(scope="module")
+def drawn(addon_zip, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("draw")
+    shutil.copyfile(BLENDFILES / "basic_file.blend", work / "basic_file.blend")
+    return run_blender(work, DRAW, addon_zip, work / "basic_file.blend")
+
+
+def test_panel_offers_settings_and_submit_when_idle(drawn):
+    assert drawn["idle"] == [
+        ["column", ""],
+        ["prop", "checkout_name"],
+        ["prop", "project_root"],
+        ["prop", "relative_only"],
+        ["row", ""],
+        ["operator", "flamenco_shaman.submit"],
+    ]
+
+
+def test_panel_shows_progress_and_cancel_while_running(drawn):
+    assert ["progress", "Uploading: 1/3 files, 1.0 KiB / 4.0 KiB"] in drawn["running"]
+    assert ["operator", "flamenco_shaman.cancel"] in drawn["running"]
+    assert ["operator", "flamenco_shaman.submit"] not in drawn["running"]
+
+
+def test_panel_shows_farm_path_totals_and_missing_assets_afterwards(drawn):
+    labels = [text for kind, text in drawn["finished"] if kind == "label"]
+    assert "{jobs}/shot/main.blend" in labels
+    assert ["operator", "flamenco_shaman.copy_farm_path"] in drawn["finished"]
+    assert "Uploaded 2 of 5 files, 1.0 KiB of 2.0 KiB" in labels
+    assert "12 missing asset(s):" in labels
+    assert "/gone/09.png" in labels and "/gone/10.png" not in labels
+    assert "... and 2 more" in labels
+
+
+def test_copy_farm_path_runs_once_there_is_a_farm_path(drawn):
+    assert drawn["copied"] == [["FINISHED"], ""]
+
+
+def test_preferences_show_url_uploads_token_and_the_last_check(drawn):
+    assert drawn["preferences"] == [
+        ["prop", "manager_url"],
+        ["prop", "uploads"],
+        ["prop", "token"],
+        ["row", ""],
+        ["operator", "flamenco_shaman.check_connection"],
+        ["label", "Manager 3.6: Shaman enabled"],
+    ]

@@ -37,14 +37,17 @@ class FLAMENCO_SHAMAN_AP_preferences(bpy.types.AddonPreferences):
     last_check: StringProperty(name="Last Check", default="", options={"SKIP_SAVE"})
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.prop(self, "manager_url")
-        layout.prop(self, "uploads")
-        layout.prop(self, "token")
-        row = layout.row()
-        row.operator(FLAMENCO_SHAMAN_OT_check_connection.bl_idname, icon="WORLD")
-        if self.last_check:
-            row.label(text=self.last_check)
+        draw_preferences(self.layout, self)
+
+
+def draw_preferences(layout: bpy.types.UILayout, prefs: FLAMENCO_SHAMAN_AP_preferences) -> None:
+    layout.prop(prefs, "manager_url")
+    layout.prop(prefs, "uploads")
+    layout.prop(prefs, "token")
+    row = layout.row()
+    row.operator("flamenco_shaman.check_connection", icon="WORLD")
+    if prefs.last_check:
+        row.label(text=prefs.last_check)
 
 
 def get_preferences(context: bpy.types.Context) -> FLAMENCO_SHAMAN_AP_preferences:

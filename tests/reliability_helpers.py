@@ -475,7 +475,7 @@ def dangling_links(root: Path) -> list[Path]:
 
 
 def run_fsck(storage: Path) -> subprocess.CompletedProcess[str]:
-    """`shaman-manager fsck` on a storage dir (read-only check)."""
+    """`shaman-manager fsck` on a storage dir (check only; exit 0 = clean)."""
     return subprocess.run(
         [sys.executable, "-m", "manager_plugin", "fsck", "--storage", str(storage)],
         capture_output=True,
@@ -679,7 +679,9 @@ def problems_after_crash(
     and any checkout whose answer was lost complete as well (it may or may not exist).
     """
     store, jobs = storage / "file-store", storage / "jobs"
-    problems = verify_store(store)
+    fsck = run_fsck(storage)
+    problems = [] if fsck.returncode == 0 else [f"fsck: {fsck.stdout}{fsck.stderr}"]
+    problems += verify_store(store)  # independent of fsck: re-hashes with its own code
     problems += [f"temp file left: {p}" for p in uploading_temps(store)]
     for i, outcome in results.items():
         if isinstance(outcome, str):

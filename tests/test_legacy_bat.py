@@ -15,11 +15,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from test_legacy_http import LogWatch, StalledUpload, wait_until_uploading
 
 SHARED_BLENDS = Path(__file__).resolve().parents[2] / "shared" / "blendfiles"
 if not SHARED_BLENDS.is_dir():
@@ -313,6 +315,40 @@ def test_second_bat_pack_of_the_same_project_uploads_nothing(
     assert "Going to upload" not in second.output
     assert stored_blobs(manager.store) == blobs_after_first
     assert_checkout_matches(only_checkout(manager.jobs, "second"), generated_project.files)
+
+
+@pytest.mark.blender
+def test_bat_pack_while_another_client_uploads_the_same_files_still_checks_out(
+    manager, generated_project, bat_home
+):
+    # Two files are mid-upload by someone else: BAT defers one of them (and never
+    # retries it), so the checkout has to wait for the other client to finish.
+    shared = ["textures/wood grain.png", "libs/basic_file.blend"]
+    stalled = [
+        StalledUpload(manager.url, generated_project.files[rel].read_bytes()) for rel in shared
+    ]
+    wait_until_uploading(manager.store)
+    runs: list[BatRun] = []
+    with LogWatch("still being uploaded") as watch:
+        packing = threading.Thread(
+            target=lambda: runs.append(
+                bat_pack(
+                    generated_project.root,
+                    generated_project.blend,
+                    shaman_target(manager.url, "concurrent"),
+                    bat_home,
+                )
+            )
+        )
+        packing.start()
+        while packing.is_alive() and not watch.seen.wait(0.1):
+            pass
+        assert watch.seen.is_set(), runs[0].output if runs else "bat pack hung"
+        for upload in stalled:
+            upload.finish()
+        packing.join(BAT_TIMEOUT)
+    runs[0].assert_ok()
+    assert_checkout_matches(only_checkout(manager.jobs, "concurrent"), generated_project.files)
 
 
 def test_same_checkout_id_twice_gets_a_second_directory(manager, shared_blends, bat_home):

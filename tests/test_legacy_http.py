@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import requests
 from manager_plugin.config import load_config
 
 TIMEOUT = 30
+LEGACY_LOGGER = "manager_plugin.http.legacy"
 
 
 def sha(data: bytes) -> str:
@@ -227,11 +230,41 @@ class StalledUpload:
         self.sock.sendall(head.encode() + data[: len(data) // 2])
         self.rest = data[len(data) // 2 :]
 
-    def finish(self) -> int:
-        self.sock.sendall(self.rest)
-        status_line = self.sock.makefile("rb").readline()
-        self.sock.close()
-        return int(status_line.split()[1])
+    def finish(self) -> int | None:
+        """Send the rest; the status, or None if the server hung up (stored by someone else)."""
+        try:
+            self.sock.sendall(self.rest)
+            status_line = self.sock.makefile("rb").readline()
+        except OSError:
+            return None
+        finally:
+            self.sock.close()
+        return int(status_line.split()[1]) if status_line else None
+
+
+class LogWatch(logging.Handler):
+    """Sets `seen` when the legacy routes log a message containing `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+    def __enter__(self) -> LogWatch:
+        logger = logging.getLogger(LEGACY_LOGGER)
+        self.old_level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logger = logging.getLogger(LEGACY_LOGGER)
+        logger.removeHandler(self)
+        logger.setLevel(self.old_level)
 
 
 def wait_until_uploading(store: Path) -> None:
@@ -272,6 +305,26 @@ def test_checkout_create_answers_the_checkout_path_relative_to_the_jobs_dir(mana
     assert resp.text.strip() == checkout_id
     for data, path in files:
         assert (manager.jobs / checkout_id / path).read_bytes() == data
+
+
+def test_checkout_create_waits_for_a_file_someone_else_is_still_uploading(manager):
+    # BAT defers such a file and never retries it; it asks for the checkout at once.
+    data = b"uploaded by another artist " * 10_000
+    stalled = StalledUpload(manager.url, data)
+    wait_until_uploading(manager.store)
+    answer: list[requests.Response] = []
+    with LogWatch("waits for 1 files") as watch:
+        creating = threading.Thread(
+            target=lambda: answer.append(
+                post(f"{manager.url}checkout/create/waiting", cdf((data, "shared.bin")))
+            )
+        )
+        creating.start()
+        assert watch.seen.wait(TIMEOUT)
+        assert stalled.finish() == 204
+        creating.join(TIMEOUT)
+    assert answer[0].status_code == 200, answer[0].text
+    assert (manager.jobs / "waiting" / "shared.bin").read_bytes() == data
 
 
 def test_checkout_create_with_a_taken_id_answers_the_suffixed_path(manager):

@@ -35,6 +35,7 @@ from ..cdf import (
 from ..errors import (
     AlreadyStored,
     InvalidRequest,
+    MissingFiles,
     MustDefer,
     ShamanDisabled,
     ShamanError,
@@ -56,6 +57,11 @@ _ANSWER_WORDS: dict[FileStatus, AnswerWord] = {
     "uploading": ANSWER_ALREADY_UPLOADING,
 }
 _FILES_INDEX = re.compile(r"^files\[(\d+)\](?:\.path)?: ")
+# BAT never retries a file it deferred: it asks for the checkout right after its own
+# uploads. So a checkout waits (this long at most, under BAT's 300 s request timeout)
+# for files that other clients are still uploading, instead of failing with 424.
+UPLOADS_WAIT_SECONDS = 240.0
+UPLOADS_POLL_SECONDS = 0.2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -140,6 +146,32 @@ def _original_filename(request: web.Request) -> str:
     return ""
 
 
+async def _create_checkout(service: ShamanService, checkout_id: str, specs: list[FileSpec]) -> str:
+    """Create the checkout, first waiting for missing files that are being uploaded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UPLOADS_WAIT_SECONDS
+    while True:
+        try:
+            return await asyncio.to_thread(service.checkouts.create, checkout_id, specs)
+        except MissingFiles as exc:
+            missing = {(m.sha, m.size) for m in exc.missing if isinstance(m, FileSpec)}
+            waited = False
+            while loop.time() < deadline:
+                busy = [k for k in missing if service.store.is_uploading(*k)]
+                if not busy:
+                    break
+                if not waited:
+                    log.info(
+                        "checkout %s waits for %d files still being uploaded",
+                        checkout_id,
+                        len(busy),
+                    )
+                    waited = True
+                await asyncio.sleep(UPLOADS_POLL_SECONDS)
+            if not waited:
+                raise
+
+
 def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
     """Register the legacy protocol at the root and under `config.legacy_base_path`."""
 
@@ -185,7 +217,7 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         body = await request.read()
         entries, specs = await asyncio.to_thread(_entries_to_specs, body)
         try:
-            used = await asyncio.to_thread(service.checkouts.create, checkout_id, specs)
+            used = await _create_checkout(service, checkout_id, specs)
         except InvalidRequest as exc:
             raise _name_the_line(exc, entries) from None
         return web.Response(text=used)

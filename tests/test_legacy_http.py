@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from manager_plugin.config import load_config
+from manager_plugin.config import Config, load_config
+from manager_plugin.errors import ConfigError
+from manager_plugin.http.app import create_app
 
 TIMEOUT = 30
 LEGACY_LOGGER = "manager_plugin.http.legacy"
@@ -397,6 +399,12 @@ def test_legacy_routes_are_served_under_the_configured_base_path_and_at_the_root
         assert requests.get(f"{base}get-token", timeout=TIMEOUT).status_code == 200
         resp = post(f"{base}checkout/requirements", cdf((b"q", "q.txt")))
         assert resp.text == "file-unknown q.txt\n"
+
+
+@pytest.mark.parametrize("configured", ["/api/v3/shaman", "api", "/a/../b"])
+def test_a_legacy_base_path_that_would_clash_or_escape_is_a_config_error(tmp_path, configured):
+    with pytest.raises(ConfigError, match="legacyBasePath"):
+        create_app(Config(storage_path=tmp_path, legacy_base_path=configured))
 
 
 def test_legacy_base_path_is_read_from_shaman_legacy_base_path(tmp_path):

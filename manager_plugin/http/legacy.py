@@ -34,6 +34,7 @@ from ..cdf import (
 )
 from ..errors import (
     AlreadyStored,
+    ConfigError,
     InvalidRequest,
     MissingFiles,
     MustDefer,
@@ -67,9 +68,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def normalize_base_path(base_path: str) -> str:
-    """`"/studio/shaman/"`, `"studio/shaman"` -> `"/studio/shaman"`; blank -> `""` (root)."""
-    stripped = base_path.strip().strip("/")
-    return f"/{stripped}" if stripped else ""
+    """`"/studio/shaman/"`, `"studio/shaman"` -> `"/studio/shaman"`; blank -> `""` (root).
+
+    Raises ConfigError for a path under /api/, where Flamenco 3's JSON routes would
+    silently win over the legacy ones of the same name.
+    """
+    parts = [part for part in base_path.strip().split("/") if part]
+    if parts[:1] == ["api"]:
+        raise ConfigError(
+            f"shaman.legacyBasePath: {base_path!r} is under /api/, which the Flamenco 3 API "
+            "uses; choose another path, e.g. '/shaman'"
+        )
+    if any(part in (".", "..") for part in parts):
+        raise ConfigError(f"shaman.legacyBasePath: {base_path!r} has a '.' or '..' component")
+    return "/" + "/".join(parts) if parts else ""
 
 
 def _text(status: int, text: str, *, reason: str | None = None) -> web.Response:

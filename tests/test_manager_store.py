@@ -1,0 +1,171 @@
+"""The file store on the core: statuses, streaming receive, verification, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from manager_plugin.config import Config
+from manager_plugin.errors import (
+    AlreadyStored,
+    ChecksumMismatch,
+    MustDefer,
+    SizeMismatch,
+    StorageFull,
+)
+from manager_plugin.filestore import FileStore
+from manager_plugin.service import ShamanService
+
+
+def reader(data: bytes, chunk: int = 65536) -> Callable[[int], Awaitable[bytes]]:
+    pos = 0
+
+    async def read(n: int) -> bytes:
+        nonlocal pos
+        piece = data[pos : pos + min(n, chunk)]
+        pos += len(piece)
+        return piece
+
+    return read
+
+
+def ident(data: bytes) -> tuple[str, int]:
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    return store
+
+
+def leftovers(store: FileStore) -> list[Path]:
+    return [p for p in store.uploading_dir.rglob("*") if p.is_file()]
+
+
+def test_received_file_becomes_a_read_only_blob_at_flamencos_path(store, tmp_path):
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    sha, size = ident(data)
+    asyncio.run(store.receive(sha, size, reader(data)))
+    blob = tmp_path / "file-store/stored" / sha[:2] / sha[2:] / f"{size}.blob"
+    assert blob.read_bytes() == data
+    assert blob.stat().st_mode & 0o777 == 0o444
+    assert leftovers(store) == []
+    assert (store.blobs_written, store.bytes_written) == (1, size)
+
+
+def test_status_moves_from_unknown_to_stored(store):
+    data = b"hello"
+    sha, size = ident(data)
+    assert store.status(sha, size) == "unknown"
+    asyncio.run(store.receive(sha, size, reader(data)))
+    assert store.status(sha, size) == "stored"
+    assert store.peek_status(sha, size) == "stored"
+
+
+def test_same_sha_with_other_size_is_a_different_file(store):
+    data = b"hello"
+    sha, size = ident(data)
+    asyncio.run(store.receive(sha, size, reader(data)))
+    assert store.status(sha, size + 1) == "unknown"
+
+
+def test_temp_file_of_another_process_means_uploading(store):
+    sha, size = ident(b"elsewhere")
+    temp = store.uploading_dir / sha[:2] / sha[2:] / f"{size}-otherproc.tmp"
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(b"else")
+    assert store.status(sha, size) == "uploading"
+    assert store.status(sha, size + 1) == "unknown"
+
+
+def test_can_defer_upload_is_told_to_defer_when_another_process_uploads(store):
+    sha, size = ident(b"elsewhere")
+    temp = store.uploading_dir / sha[:2] / sha[2:] / f"{size}-otherproc.tmp"
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(b"else")
+    with open(temp, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(MustDefer):
+            asyncio.run(store.receive(sha, size, reader(b"elsewhere"), can_defer=True))
+
+
+def test_stored_file_upload_is_already_stored_and_counted_once(store):
+    data = b"twice"
+    sha, size = ident(data)
+    asyncio.run(store.receive(sha, size, reader(data)))
+    with pytest.raises(AlreadyStored):
+        asyncio.run(store.receive(sha, size, reader(data)))
+    assert store.blobs_written == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "declared", "error"),
+    [
+        (b"short", 6, SizeMismatch),
+        (b"too long", 3, SizeMismatch),
+        (b"right size", None, ChecksumMismatch),
+    ],
+)
+def test_mismatches_store_nothing_and_leave_no_temp(store, body, declared, error):
+    sha = "0" * 64 if declared is None else ident(body)[0]
+    size = len(body) if declared is None else declared
+    with pytest.raises(error):
+        asyncio.run(store.receive(sha, size, reader(body)))
+    assert list(store.stored_dir.rglob("*.blob")) == []
+    assert leftovers(store) == []
+    assert store.blobs_written == 0
+
+
+def test_disk_full_is_storage_full_and_leaves_nothing(store, monkeypatch):
+    data = os.urandom(100000)
+    sha, size = ident(data)
+
+    def full(fd: int, buf: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageFull):
+        asyncio.run(store.receive(sha, size, reader(data)))
+    assert leftovers(store) == []
+    assert list(store.stored_dir.rglob("*.blob")) == []
+
+
+def test_failing_client_stream_leaves_no_temp(store):
+    data = os.urandom(300000)
+    sha, size = ident(data)
+    calls = 0
+
+    async def broken(n: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise ConnectionResetError("client went away")
+        return data[:1000]
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(store.receive(sha, size, broken))
+    assert leftovers(store) == []
+
+
+def test_startup_removes_unlocked_temps_and_keeps_locked_ones(tmp_path):
+    service = ShamanService(Config(storage_path=tmp_path))
+    directory = service.store.uploading_dir / "ab" / ("c" * 62)
+    directory.mkdir(parents=True)
+    dead, live = directory / "3-dead.tmp", directory / "3-live.tmp"
+    dead.write_bytes(b"abc")
+    live.write_bytes(b"abc")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        service.prepare_storage()
+    assert not dead.exists()
+    assert live.exists()
+    assert (tmp_path / "jobs").is_dir()

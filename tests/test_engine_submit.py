@@ -404,3 +404,41 @@ def test_manager_with_shaman_disabled_is_a_clear_error(manager_factory, blends):
     manager = manager_factory(shaman_enabled=False)
     with pytest.raises(SubmitError, match="Shaman is disabled"):
         submit(manager, blends / "linked_cube.blend")
+
+
+def test_pack_blend_name_names_the_blend_on_the_farm(manager, blends):
+    result = submit(manager, blends / "linked_cube.blend", pack_blend_name="shot_010.blend")
+    assert result.farm_blend_path.endswith("/shot_010.blend")
+    checkout = checkout_dir(manager, result)
+    assert files_in(checkout) == {"shot_010.blend", "basic_file.blend"}
+    assert (checkout / "shot_010.blend").read_bytes() == (blends / "linked_cube.blend").read_bytes()
+
+
+def test_empty_file_is_checked_out(manager, world):
+    frame = world / "project" / "seq" / "frame_0004.png"
+    frame.write_bytes(b"")
+    result = submit(manager, world / "project" / "scene.blend")
+    assert (checkout_dir(manager, result) / "seq/frame_0004.png").read_bytes() == b""
+
+
+def test_identical_files_are_uploaded_once(manager, world):
+    textures = world / "project" / "textures"
+    (textures / "metal.png").write_bytes((textures / "wood.png").read_bytes())
+    result = submit(manager, world / "project" / "scene.blend")
+    assert result.files_uploaded == result.files_total - 1
+    checkout = checkout_dir(manager, result)
+    assert (checkout / "textures/metal.png").read_bytes() == (textures / "wood.png").read_bytes()
+
+
+def test_file_vanished_before_hashing_is_a_clear_error(manager, world, monkeypatch):
+    original = pipeline.Pipeline.add
+
+    def delete_then_add(self, traced):
+        if traced.pack_path == "textures/wood.png":
+            traced.source.unlink()
+        original(self, traced)
+
+    monkeypatch.setattr(pipeline.Pipeline, "add", delete_then_add)
+    with pytest.raises(SubmitError, match=r"vanished.*wood\.png"):
+        submit(manager, world / "project" / "scene.blend")
+    assert not manager.jobs.exists() or not any(manager.jobs.iterdir())

@@ -130,3 +130,18 @@ def test_cancelled_trace_raises_cancelled(blends):
     cancel.set()
     with pytest.raises(SubmitCancelled):
         trace(blends / "linked_cube.blend", cancel=cancel)
+
+
+def test_pack_blend_name_renames_the_blend_in_its_own_folder(blends):
+    tracer, sources, _, _ = trace(
+        blends / "subdir" / "doubly_linked_up.blend", blends, pack_blend_name="shot.blend"
+    )
+    assert tracer.blend_pack_path == "subdir/shot.blend"
+    assert sources["subdir/shot.blend"] == blends / "subdir" / "doubly_linked_up.blend"
+    assert "subdir/doubly_linked_up.blend" not in sources
+
+
+@pytest.mark.parametrize("name", ["", "a/b.blend", "a\\b.blend", ".."])
+def test_pack_blend_name_must_be_a_plain_file_name(blends, name):
+    with pytest.raises(SubmitError, match="invalid name"):
+        trace(blends / "basic_file.blend", pack_blend_name=name)

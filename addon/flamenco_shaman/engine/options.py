@@ -20,6 +20,7 @@ class SubmitOptions:
     hash_workers: int | None = None  # default: os.cpu_count()
     uploads: int = 4  # parallel upload connections
     token: str | None = None  # sent as "Authorization: Bearer <token>"
+    pack_blend_name: str | None = None  # file name of the blend in the checkout (same folder)
 
 
 @dataclass

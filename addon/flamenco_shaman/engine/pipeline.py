@@ -174,12 +174,13 @@ class Pipeline:
             self._check()
         self._check()
         # Files that changed after they were negotiated: never check out a stale identity.
-        while True:
+        for _ in range(MAX_ROUNDS):
             changed = self._rehash_changed()
             if not changed:
-                break
+                return
             self._guard(self._rounds, changed, 2)
             self._check()
+        raise SubmitError("files keep changing while they are sent; try again when they are saved")
 
     def resend_all(self) -> None:
         """After a 424 on checkout: ask again about every file and upload what is missing."""

@@ -75,6 +75,7 @@ class Submission:
                 relative_only=opts.relative_only,
                 exclude=opts.exclude,
                 cancel=self._cancel,
+                pack_blend_name=opts.pack_blend_name,
             )
             with self._lock:
                 self._tracer = tracer

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -55,7 +55,16 @@ class Tracer:
         relative_only: bool = False,
         exclude: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        pack_blend_name: str | None = None,
     ) -> None:
+        if pack_blend_name is not None and (
+            not pack_blend_name
+            or "/" in pack_blend_name
+            or "\\" in pack_blend_name
+            or pack_blend_name in (".", "..")
+        ):
+            raise SubmitError(f"invalid name for the blend file in the pack: {pack_blend_name!r}")
+        self.pack_blend_name = pack_blend_name
         self.blendfile = Path(os.path.abspath(blendfile))
         self.project_root = Path(os.path.abspath(project_root))
         self.relative_only = relative_only
@@ -103,7 +112,7 @@ class Tracer:
                     self.project_root,
                     str(PACK_ROOT),
                     relative_only=self.relative_only,
-                    on_file=on_file,
+                    on_file=self._renaming(on_file),
                 )
                 packer = self._packer
             if self._cancel.is_set():
@@ -128,8 +137,27 @@ class Tracer:
                 ) from None
             finally:
                 bat.blendfile.close_all_cached()
-        self.blend_pack_path = pack_relative(packer.output_path)
+        self.blend_pack_path = self._renamed(pack_relative(packer.output_path))
         self.missing_files = sorted(str(p) for p in packer.missing_files)
+
+    def _renamed(self, blend_pack_path: str) -> str:
+        if not self.pack_blend_name:
+            return blend_pack_path
+        # Same directory, so the blend's relative references stay valid.
+        return str(PurePosixPath(blend_pack_path).with_name(self.pack_blend_name))
+
+    def _renaming(self, on_file: Callable[[TracedFile], None]) -> Callable[[TracedFile], None]:
+        """Give the traced blend its pack name (BAT knows its path once strategise() ran)."""
+        if not self.pack_blend_name:
+            return on_file
+
+        def forward(traced: TracedFile) -> None:
+            own = pack_relative(self._packer.output_path) if self._packer else None
+            if traced.pack_path == own:
+                traced = TracedFile(traced.source, self._renamed(own), traced.temporary)
+            on_file(traced)
+
+        return forward
 
 
 _classes: dict[int, type] = {}

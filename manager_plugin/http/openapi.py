@@ -18,6 +18,15 @@ from .auth import public
 OPENAPI_PATH = "/api/v3/openapi.json"
 
 SHA_PATTERN = "^[0-9a-f]{64}$"
+MAX_SIZE = 2**63 - 1  # int64, as in Flamenco
+
+# Checkout path rules (docs/protocol.md) as far as a regex states them: relative,
+# '/'-separated, no empty, '.' or '..' component, none of `\ ? * : ; { }` and no
+# control characters. The 255-byte limit per component is checked by the server.
+_BAD = "\\\\?*:;{}\\x00-\\x1f\\x7f"
+_SEGMENT = f"(?:[^./{_BAD}]|\\.[^./{_BAD}]|\\.\\.[^/{_BAD}])[^/{_BAD}]*"
+PATH_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT})*$"
+CHECKOUT_PATH_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT})*/*$"  # trailing slashes are tolerated
 
 _JSON = "application/json"
 
@@ -63,15 +72,29 @@ def _shaman_op(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+_SIZE = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_SIZE}
+
 _FILE_SPEC = {
     "type": "object",
     "required": ["sha", "size", "path"],
     "properties": {
         "sha": {"type": "string", "pattern": SHA_PATTERN, "description": "SHA-256, hex."},
-        "size": {"type": "integer", "format": "int64", "minimum": 0},
+        "size": _SIZE,
         "path": {
             "type": "string",
-            "description": "Path of the file in the checkout, relative, '/'-separated.",
+            "description": "Path of the file in the checkout (only echoed back here).",
+        },
+    },
+}
+
+_CHECKOUT_FILE_SPEC = {
+    **_FILE_SPEC,
+    "properties": {
+        **_FILE_SPEC["properties"],
+        "path": {
+            "type": "string",
+            "pattern": PATH_PATTERN,
+            "description": "Path of the file in the checkout, under the checkout path rules.",
         },
     },
 }
@@ -119,13 +142,15 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["files"],
         "properties": {"files": {"type": "array", "items": _ref("ShamanFileSpecWithStatus")}},
     },
+    "ShamanCheckoutFileSpec": _CHECKOUT_FILE_SPEC,
     "ShamanCheckout": {
         "type": "object",
         "required": ["files", "checkoutPath"],
         "properties": {
-            "files": {"type": "array", "items": _ref("ShamanFileSpec")},
+            "files": {"type": "array", "items": _ref("ShamanCheckoutFileSpec")},
             "checkoutPath": {
                 "type": "string",
+                "pattern": CHECKOUT_PATH_PATTERN,
                 "description": "Where to create the checkout, relative to the jobs directory.",
             },
         },
@@ -155,7 +180,7 @@ _FILE_PARAMS = [
         "in": "path",
         "required": True,
         "description": "Size of the file in bytes.",
-        "schema": {"type": "integer", "format": "int64", "minimum": 0},
+        "schema": _SIZE,
     },
 ]
 
@@ -245,7 +270,9 @@ _PATHS: dict[str, Any] = {
                     },
                 ],
                 "requestBody": {
-                    "required": True,
+                    # HTTP cannot tell "no body" from an empty one, and an empty file
+                    # is a valid upload (size 0).
+                    "required": False,
                     "content": {
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}

@@ -3,9 +3,11 @@
 import os
 import pty
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,33 @@ def test_no_progress_bar_when_not_on_a_terminal(manager, blends, env):
     run = shaman_submit(blends / "basic_file.blend", "--manager", manager.url, env=env)
     assert run.returncode == 0
     assert run.stderr == ""
+
+
+def test_ctrl_c_cancels_mid_upload_without_a_checkout(manager, blends, env):
+    frame = blends / "imgseq" / "000210.png"
+    with open(frame, "r+b") as f:
+        f.truncate(1 << 30)  # sparse: a large upload that is quick to make
+    proc = subprocess.Popen(
+        [SHAMAN_SUBMIT, str(blends / "image_sequencer.blend"), "--manager", manager.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        uploading = manager.store / "uploading"
+        while not (uploading.exists() and any(uploading.rglob("*.tmp"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(manager.storage / "file-store", ignore_errors=True)
+    assert proc.returncode == 130
+    assert stderr.strip() == "shaman-submit: cancelled"
+    assert stdout == ""
+    assert not manager.jobs.exists() or list(manager.jobs.iterdir()) == []

@@ -157,22 +157,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     submission = Submission(options, progress=bar)
     outcome: dict[str, object] = {}
+    finished = threading.Event()
 
     def work() -> None:
         try:
             outcome["result"] = submission.run()
         except BaseException as ex:  # reported by the main thread
             outcome["error"] = ex
+        finally:
+            finished.set()
 
-    # The engine runs in a thread so that Ctrl+C reaches us and becomes cancel().
-    thread = threading.Thread(target=work, name="shaman-submit", daemon=True)
-    thread.start()
+    # The engine runs in a thread so that Ctrl+C reaches us and becomes cancel(). We wait
+    # on an Event, not Thread.join(): an interrupted join() can wrongly report the thread
+    # as finished on Python < 3.13.
+    threading.Thread(target=work, name="shaman-submit", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not finished.wait(0.2):
+            pass
     except KeyboardInterrupt:
         submission.cancel()
-        thread.join()
+        try:
+            finished.wait()
+        except KeyboardInterrupt:  # a second Ctrl+C: stop waiting for a clean stop
+            outcome["error"] = SubmitCancelled()
     if bar is not None:
         bar.clear()
 

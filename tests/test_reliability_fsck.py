@@ -235,3 +235,21 @@ def test_cli_repair_exits_zero_once_everything_is_repaired(storage, healthy, tmp
     assert result.returncode == 0, result.stdout + result.stderr
     assert "quarantine" in result.stdout
     assert run_cli("fsck", "--config", config).returncode != 0  # link to it now dangles
+
+
+def test_server_startup_removes_temps_no_live_upload_owns(manager_factory, tmp_path):
+    storage = tmp_path / "taken-over"
+    (storage / "jobs").mkdir(parents=True)
+    blob = put_blob(storage, b"survives startup\n")
+    # A crash leftover (even a fresh one: no upload of a new process can own it)...
+    dead = put_temp(storage, b"left by a crashed upload", age=0)
+    # ...and a temp a live upload of another process on the same storage holds.
+    live = put_temp(storage, b"still being uploaded elsewhere", age=fsck.STALE_TEMP_AGE + 5)
+    with open(live, "rb") as owner:
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        manager_factory(storage_path=storage)
+        assert not dead.exists()
+        assert live.exists()
+    assert blob.exists()
+    report = fsck.run_fsck(storage)
+    assert [p.path for p in report.problems] == [live]  # its owner is gone now: stale

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -95,3 +99,67 @@ def test_token_never_appears_in_server_logs(guarded, caplog, capfd):
     logged = caplog.text + out + err
     assert TOKEN not in logged
     assert TOKEN[:-1] not in logged
+
+
+# The legacy protocol (bat pack) is Shaman too: same token, text answers.
+LEGACY_ENDPOINTS = [
+    ("POST", "checkout/requirements", {"data": f"{SPEC['sha']} {SPEC['size']} a.txt"}),
+    ("POST", f"files/{SPEC['sha']}/{SPEC['size']}", {"data": DATA}),
+    ("POST", "checkout/create/legacy-job", {"data": f"{SPEC['sha']} {SPEC['size']} a.txt"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "endpoint", "kwargs"), LEGACY_ENDPOINTS, ids=["requirements", "upload", "checkout"]
+)
+@pytest.mark.parametrize("authorization", ["missing", "wrong", "no-scheme"])
+def test_legacy_endpoints_refuse_missing_or_wrong_token(
+    guarded, method, endpoint, kwargs, authorization
+):
+    resp = call(guarded, method, endpoint, WRONG_AUTHORIZATIONS[authorization], **kwargs)
+    assert resp.status_code == 401, resp.text
+    assert list(guarded.store.rglob("*.blob")) == []
+    assert list(guarded.jobs.iterdir()) == []
+
+
+def test_legacy_get_token_does_not_hand_out_the_token(guarded):
+    resp = call(guarded, "GET", "get-token", None)
+    assert resp.status_code >= 400
+    assert TOKEN not in resp.text
+
+
+def test_legacy_endpoints_work_with_the_right_token(guarded):
+    auth = f"Bearer {TOKEN}"
+    for method, endpoint, kwargs in LEGACY_ENDPOINTS:
+        resp = call(guarded, method, endpoint, auth, **kwargs)
+        assert resp.status_code < 300, (endpoint, resp.status_code, resp.text)
+    assert (guarded.jobs / "legacy-job" / "a.txt").read_bytes() == DATA
+
+
+def test_token_never_appears_in_the_command_line_servers_output(tmp_path):
+    """The real `shaman-manager serve` process, its stdout and stderr captured whole."""
+    config = tmp_path / "flamenco-manager.yaml"
+    config.write_text(f"shared_storage_path: {tmp_path / 'storage'}\nshaman:\n  token: {TOKEN}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "manager_plugin", "serve", "--config", str(config)]
+        + ["--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://\S+/", line)
+        assert url, line
+        server = SimpleNamespace(url=url[0])
+        for auth in [f"Bearer {TOKEN}", f"Bearer {TOKEN}x", TOKEN, None]:
+            for method, endpoint, kwargs in SHAMAN_ENDPOINTS + LEGACY_ENDPOINTS:
+                call(server, method, endpoint, auth, **kwargs)
+            call(server, "POST", "api/v3/shaman/checkout/create", auth, data=b"{broken")
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "GET /api/v3/shaman/files" in err or "POST" in err, "expected access log lines"
+    assert TOKEN not in line + out + err
+    assert TOKEN[:-1] not in line + out + err

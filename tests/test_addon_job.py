@@ -183,3 +183,13 @@ def test_check_connection_says_why_an_address_cannot_be_used():
     ok, message = describe_manager("http://127.0.0.1:1/")
     assert not ok
     assert message.startswith("Cannot reach the manager at http://127.0.0.1:1/")
+
+
+def test_job_without_a_copy_sends_the_original_and_never_removes_it(manager, project):
+    original = project / "linked_cube.blend"
+    before = original.read_bytes()
+    request = job.JobRequest(original, None, manager.url, job.checkout_path_for("", original))
+    submit_job = job.SubmitJob(request)
+    submit_job.run()
+    assert submit_job.result.farm_blend_path.endswith("/linked_cube.blend")
+    assert original.read_bytes() == before

@@ -47,7 +47,7 @@ class JobRequest:
     """Everything a submission needs, gathered on Blender's main thread."""
 
     original_blend: Path
-    temp_blend: Path
+    temp_blend: Path | None  # None: send the original as it is on disk (nothing unsaved)
     manager_url: str
     checkout_path: str
     project_root: Path | None = None
@@ -57,7 +57,10 @@ class JobRequest:
 
 
 class SubmitJob:
-    """One run of the engine on a temporary copy; removes that copy whatever happens."""
+    """One run of the engine on a temporary copy; removes that copy whatever happens.
+
+    Never deletes the original: only `request.temp_blend` is ever removed.
+    """
 
     def __init__(self, request: JobRequest) -> None:
         self.request = request
@@ -72,7 +75,7 @@ class SubmitJob:
     def _options(self) -> SubmitOptions:
         req = self.request
         return SubmitOptions(
-            blendfile=req.temp_blend,
+            blendfile=req.temp_blend or req.original_blend,
             manager_url=req.manager_url,
             project_root=req.project_root,
             checkout_path=req.checkout_path,
@@ -96,7 +99,9 @@ class SubmitJob:
 
     def run(self) -> None:
         """Run to completion in the calling thread; outcome lands in result/error/cancelled."""
-        pack_name.register(self.request.temp_blend, self.request.original_blend.name)
+        temp = self.request.temp_blend
+        if temp is not None:
+            pack_name.register(temp, self.request.original_blend.name)
         try:
             self.result = self._submission.run()
         except SubmitCancelled:
@@ -107,8 +112,9 @@ class SubmitJob:
             log.exception("Submission failed unexpectedly")
             self.error = f"Unexpected error: {ex}"
         finally:
-            pack_name.forget(self.request.temp_blend)
-            self.request.temp_blend.unlink(missing_ok=True)
+            if temp is not None:
+                pack_name.forget(temp)
+                temp.unlink(missing_ok=True)
             _publish(self)
             self._done.set()
 
@@ -145,7 +151,8 @@ def shutdown() -> None:
         job.cancel(wait=2.0)
         # Still stuck (e.g. in a network call)? The daemon thread dies with the process;
         # remove the copy ourselves.
-        job.request.temp_blend.unlink(missing_ok=True)
+        if job.request.temp_blend is not None:
+            job.request.temp_blend.unlink(missing_ok=True)
 
 
 PHASE_LABELS = {

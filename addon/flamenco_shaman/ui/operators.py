@@ -7,6 +7,7 @@ the engine synchronously and leaves the result on `window_manager.flamenco_shama
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import bpy
@@ -45,17 +46,29 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         prefs = get_preferences(context)
         settings = context.scene.flamenco_shaman
         root = Path(bpy.path.abspath(settings.project_root)) if settings.project_root else None
-        temp = job.temp_copy_path(original)
-        try:
-            # copy=True leaves bpy.data.filepath and is_dirty alone: the artist's file
-            # and its unsaved-changes state stay as they were.
-            bpy.ops.wm.save_as_mainfile(
-                filepath=str(temp), copy=True, relative_remap=True, check_existing=False
-            )
-        except RuntimeError as ex:
-            temp.unlink(missing_ok=True)
-            self.report({"ERROR"}, f"Cannot save a temporary copy next to the blend file: {ex}")
-            return None
+        temp: Path | None = job.temp_copy_path(original)
+        if not os.access(original.parent, os.W_OK):
+            if bpy.data.is_dirty:
+                self.report(
+                    {"ERROR"},
+                    f"{original.parent} is read-only, so the unsaved changes can't be sent; "
+                    "save the file somewhere writable first",
+                )
+                return None
+            # Nothing unsaved: the file on disk is exactly what the artist sees; send it.
+            temp = None
+        else:
+            try:
+                # copy=True leaves bpy.data.filepath and is_dirty alone: the artist's file
+                # and its unsaved-changes state stay as they were. Same directory, so
+                # relative (//) paths still resolve.
+                bpy.ops.wm.save_as_mainfile(
+                    filepath=str(temp), copy=True, relative_remap=True, check_existing=False
+                )
+            except RuntimeError as ex:
+                temp.unlink(missing_ok=True)
+                self.report({"ERROR"}, f"Cannot save a temporary copy next to the blend: {ex}")
+                return None
         request = job.JobRequest(
             original_blend=original,
             temp_blend=temp,
@@ -69,7 +82,8 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         try:
             submit_job = job.SubmitJob(request)
         except Exception as ex:
-            temp.unlink(missing_ok=True)
+            if temp is not None:
+                temp.unlink(missing_ok=True)
             self.report({"ERROR"}, f"Cannot start the submission: {ex}")
             return None
         job.current = submit_job

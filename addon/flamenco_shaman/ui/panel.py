@@ -38,7 +38,7 @@ def _draw_settings(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     col.use_property_decorate = False
     blend = bpy.data.filepath
     placeholder = job.checkout_placeholder(Path(blend)) if blend else ""
-    if bpy.app.version >= (4, 1, 0):
+    if "placeholder" in bpy.types.UILayout.bl_rna.functions["prop"].parameters:
         col.prop(settings, "checkout_name", placeholder=placeholder)
     else:
         col.prop(settings, "checkout_name")

@@ -11,8 +11,10 @@ uploaded.
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
 from types import ModuleType
@@ -161,6 +163,7 @@ class Tracer:
 
 
 _classes: dict[int, type] = {}
+_TRANSFER_POLL = 0.01  # seconds; BAT's transfer thread polls its queue this often
 
 
 def _packer_class(bat: ModuleType) -> type:
@@ -188,6 +191,26 @@ def _packer_class(bat: ModuleType) -> type:
                 except Exception as ex:
                     self.error_set(str(ex) or type(ex).__name__)
                     return
+
+        # BAT's own iter_queue() and join() wait 0.5 s on an empty queue before they see
+        # that all files are queued and the thread is done: up to a second of idle time per
+        # submission, most of a resubmission of a small project. Same logic, shorter polls.
+        def iter_queue(self) -> Iterator[Any]:
+            while not (self._abort.is_set() or self.has_error):
+                try:
+                    src, dst, action = self.queue.get(timeout=_TRANSFER_POLL)
+                except queue.Empty:
+                    if self.done.is_set():
+                        return
+                    continue
+                self.progress_cb.transfer_file(src, dst)
+                yield src, dst, action
+
+        def join(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + timeout if timeout else None
+            while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+                self.progress_cb.flush(timeout=_TRANSFER_POLL)
+            self.progress_cb.flush()
 
     class ShamanPacker(bat.pack.Packer):
         def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 
 from ..baselines import copy_file, settle
@@ -26,20 +27,24 @@ def run(ctx: Context) -> list[Row]:
             sha = hashlib.file_digest(f, "sha256").hexdigest()
 
         copy = root / "copy.bin"
-        base_s = copy_file(big, copy)
-        copy.unlink()
-
         storage = root / "storage"
-        with ManagerProcess(storage, root / "manager.log") as manager:
-            settle()
-            start = time.perf_counter()
-            status = upload_file(manager.url, big, sha, size)
-            ours_s = time.perf_counter() - start
-        if status != 204:
-            raise AssertionError(f"upload answered {status}, want 204")
         stored = blob_path(storage, sha, size)
-        if not stored.is_file() or stored.stat().st_size != size:
-            raise AssertionError(f"no verified blob at {stored}")
+        base_s = ours_s = float("inf")
+        with ManagerProcess(storage, root / "manager.log") as manager:
+            # Best of two, alternating: on a VM the first write into fresh page-cache pages
+            # is much slower than later ones, whichever of the two happens to go first.
+            for _ in range(2):
+                base_s = min(base_s, copy_file(big, copy))
+                copy.unlink()
+                settle()
+                start = time.perf_counter()
+                status = upload_file(manager.url, big, sha, size)
+                ours_s = min(ours_s, time.perf_counter() - start)
+                if status != 204:
+                    raise AssertionError(f"upload answered {status}, want 204")
+                if not stored.is_file() or stored.stat().st_size != size:
+                    raise AssertionError(f"no verified blob at {stored}")
+                shutil.rmtree(stored.parent)  # so that the second upload is stored again
 
         base_tp, ours_tp = size / base_s / MiB, size / ours_s / MiB
         ratio = ours_tp / base_tp
@@ -54,7 +59,8 @@ def run(ctx: Context) -> list[Row]:
                 target=">= 0.7x",
                 passed=ratio >= 0.7,
                 notes=[
-                    "client streams with sendfile; time = request start to 204 (stored+verified)"
+                    "client streams with sendfile; time = request start to 204 (stored, verified, "
+                    "fsynced); baseline does not fsync; best of 2 each, file in page cache",
                 ],
                 data={"bytes": size, "ours_s": ours_s, "base_s": base_s},
             )

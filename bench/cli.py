@@ -46,8 +46,13 @@ def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         rows = [Row(key=key, scenario=title, error=message) for key, title in scenario.rows]
     seconds = time.perf_counter() - start
+    load = os.getloadavg()[0]
     for row in rows:
         row.seconds = seconds
+        row.data["loadavg_1m"] = round(load, 2)
+    if load > ctx.cores and rows and rows[0].error is None:
+        # Other processes competed for the CPU: ratios that need every core suffer most.
+        rows[0].notes.append(f"machine busy: 1-min load average {load:.1f} on {ctx.cores} cores")
     return rows
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = ".shaman-tmp-"
 SUFFIX_ATTEMPTS = 10
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+_MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
 
 
 def _load_renameat2():
@@ -126,7 +127,7 @@ class CheckoutBuilder:
             parent = self._make_parents(jobs, parent_rel, created_parents)
             with self.lock.shared():
                 self._touch_all(by_path)
-                temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(6)}-{name[:64]}"
+                temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(6)}-{_clip(name, 64)}"
                 os.mkdir(temp)
                 self._build_tree(temp, by_path)
                 final_name = self._rename_into_place(temp, parent, name)
@@ -228,10 +229,16 @@ class CheckoutBuilder:
                     raise
             if attempt < SUFFIX_ATTEMPTS:
                 suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(4))
-                candidate = f"{name}-{suffix}"
+                # Clipped so that a valid 255-byte name still gets a free variant.
+                candidate = f"{_clip(name, _MAX_NAME_BYTES - 5)}-{suffix}"
         raise NoFreeCheckoutDir(
             f"checkoutPath: {name!r} and {SUFFIX_ATTEMPTS} suffixed variants all exist"
         )
+
+
+def _clip(name: str, max_bytes: int) -> str:
+    """`name` cut to at most `max_bytes` of UTF-8, never inside a character."""
+    return name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
 def _make_dirs(root: str, head: str, made: set[str]) -> None:

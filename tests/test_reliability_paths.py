@@ -262,6 +262,19 @@ def test_look_alike_dots_and_slashes_stay_plain_names(world):
     assert link.is_symlink() and link.read_bytes() == CONTENT
 
 
+@pytest.mark.parametrize("name", ["\U0001f600" * 63, "é" * 127, "a" * 255], ids=len)
+def test_longest_valid_names_are_checked_out_twice(world, name):
+    """A name of up to 255 bytes is valid; asking twice must give a suffixed sibling."""
+    used = []
+    for _ in range(2):
+        resp = checkout(world, f"long/{name}", ["scene.blend"])
+        assert resp.status_code == 200, resp.text
+        used.append(resp.json()["checkoutPath"])
+        assert (world.manager.jobs / used[-1] / "scene.blend").read_bytes() == CONTENT
+    assert used[0] == f"long/{name}" and used[1] != used[0]
+    assert len(used[1].rpartition("/")[2].encode()) <= 255
+
+
 # -- checksums and sizes in upload URLs ----------------------------------------
 
 CHECKSUM_PIECES = st.one_of(

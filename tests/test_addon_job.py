@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from flamenco_shaman.engine import Progress, Submission, SubmitOptions
-from flamenco_shaman.ui import job, pack_name
+from flamenco_shaman.engine import Progress
+from flamenco_shaman.ui import job
 from flamenco_shaman.ui.connection import describe_manager
 
 BLENDFILES = Path("/work/shared/blendfiles")
@@ -156,15 +156,6 @@ def test_cancel_current_stops_a_running_job(manager, project):
         job.current = None
     assert submit_job.cancelled
     assert not submit_job.request.temp_blend.exists()
-
-
-def test_blends_not_registered_for_renaming_keep_their_name(manager, project):
-    pack_name.register(project / "unrelated.blend", "other.blend")  # installs the wrapper
-    hidden = project / ".hidden-copy.blend"
-    shutil.copyfile(project / "linked_cube.blend", hidden)
-    result = Submission(SubmitOptions(blendfile=hidden, manager_url=manager.url)).run()
-    assert result.farm_blend_path.endswith("/.hidden-copy.blend")
-    pack_name.forget(project / "unrelated.blend")
 
 
 def test_check_connection_names_the_manager_and_says_shaman_is_enabled(manager):

@@ -1,7 +1,7 @@
 """Blender-only side of the add-on: properties, preferences, operators and the panel.
 
 Imported by the package's register(), never at package import time, so the engine and
-`shaman-submit` work without bpy. job, connection and pack_name are bpy-free too; the
+`shaman-submit` work without bpy. job and connection are bpy-free too; the
 bpy modules are imported inside register() so those stay importable (and testable)
 without Blender.
 """

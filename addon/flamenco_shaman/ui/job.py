@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions, SubmitResult
 from ..engine.checkout_path import default_checkout_path, sanitize_checkout_path
-from . import pack_name
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +81,8 @@ class SubmitJob:
             relative_only=req.relative_only,
             uploads=req.uploads,
             token=req.token or None,
+            # The copy has a hidden random name; the farm should see the artist's file name.
+            pack_blend_name=req.original_blend.name if req.temp_blend else None,
         )
 
     def _on_progress(self, progress: Progress) -> None:
@@ -100,8 +101,6 @@ class SubmitJob:
     def run(self) -> None:
         """Run to completion in the calling thread; outcome lands in result/error/cancelled."""
         temp = self.request.temp_blend
-        if temp is not None:
-            pack_name.register(temp, self.request.original_blend.name)
         try:
             self.result = self._submission.run()
         except SubmitCancelled:
@@ -113,7 +112,6 @@ class SubmitJob:
             self.error = f"Unexpected error: {ex}"
         finally:
             if temp is not None:
-                pack_name.forget(temp)
                 temp.unlink(missing_ok=True)
             _publish(self)
             self._done.set()

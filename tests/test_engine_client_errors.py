@@ -345,3 +345,8 @@ def test_manager_url_without_scheme_is_a_clear_error(project):
     with pytest.raises(SubmitError, match="http://"):
         submit_to = SubmitOptions(project / "linked_cube.blend", "farm:8080")
         Submission(submit_to).run()
+
+
+def test_submit_errors_are_one_line():
+    assert str(SubmitError("manager said:\n  no\r\n")) == "manager said: no"
+    assert str(SubmitError("two  spaces kept")) == "two  spaces kept"

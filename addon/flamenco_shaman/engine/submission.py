@@ -63,6 +63,7 @@ class Submission:
         if not blendfile.is_file():
             raise SubmitError(f"blend file not found: {blendfile}")
 
+        self._tracker.set_phase("tracing")
         client = ManagerClient(opts.manager_url, opts.token)
         cache = self._cache if self._cache is not None else ChecksumCache()
         try:

@@ -9,6 +9,7 @@ upload still succeeds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
@@ -272,3 +273,32 @@ def test_unknown_fields_are_ignored(manager):
     )
     assert resp.status_code == 200, resp.text
     assert (manager.jobs / resp.json()["checkoutPath"] / "a.txt").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [REQUIREMENTS, CHECKOUT, "checkout/requirements", "checkout/create/job"],
+    ids=["requirements", "checkout", "legacy-requirements", "legacy-checkout"],
+)
+def test_stalled_request_body_times_out(manager_factory, endpoint):
+    manager = manager_factory(body_read_timeout=1.0)
+    sock = connect(manager.url, timeout=20)
+    head = request_head(manager.url, "POST", "/" + endpoint, {"Content-Length": "1000"})
+    sock.sendall(head + b'{"files": [')
+    answer = read_response(sock)  # and then say nothing more
+    sock.close()
+    assert answer is not None and answer[0] == 408, answer
+    assert list(manager.jobs.iterdir()) == []
+    assert_serving(manager.url)
+
+
+def test_disconnect_mid_request_body_is_not_a_server_error(manager, caplog):
+    for endpoint in (REQUIREMENTS, CHECKOUT, "checkout/requirements"):
+        sock = connect(manager.url)
+        head = request_head(manager.url, "POST", "/" + endpoint, {"Content-Length": "100000"})
+        sock.sendall(head + b'{"files": [' + b" " * 5000)
+        time.sleep(0.05)
+        abort(sock)
+    assert_serving(manager.url)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import InvalidRequest
+from ..errors import BodyTimeout, InvalidRequest
 from ..models import FileSpec
 from ..paths import validate_checksum, validate_size
 
 TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object; size is bounded by the app's client_max_size (413)."""
+async def read_body(request: web.Request, timeout: float | None = None) -> bytes:
+    """The whole (small) body: at most client_max_size bytes (413), and no read may
+    wait longer than `timeout` seconds (408), so a stalled client cannot hold a
+    connection forever."""
+    limit = request.client_max_size
     declared = request.content_length
-    if declared is not None and declared > request.client_max_size:
+    if declared is not None and declared > limit:
         # Refuse before reading: otherwise a client declaring 50 GB and sending
         # slowly would hold the connection until the body limit is reached.
-        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=declared)
-    raw = await request.read()
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    body = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), timeout)
+        except TimeoutError:
+            raise BodyTimeout(f"body: no data for {timeout:g} s; request aborted") from None
+        except ConnectionResetError:
+            # The client is gone; this answer is never read, but it is not a server error.
+            raise InvalidRequest("body: client disconnected before sending all of it") from None
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+
+
+async def read_json_object(request: web.Request, timeout: float | None = None) -> dict[str, Any]:
+    """The body as a JSON object, read by `read_body` (413 when too big, 408 when stalled)."""
+    raw = await read_body(request, timeout)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

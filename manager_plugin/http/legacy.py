@@ -46,7 +46,7 @@ from ..models import FileSpec, FileStatus
 from ..paths import parse_size, validate_checksum, validate_path
 from ..service import ShamanService
 from .auth import check_token, public
-from .bodies import header_is_true
+from .bodies import header_is_true, read_body
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         return web.Response(text=DUMMY_TOKEN)
 
     async def requirements(request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await read_body(request, service.config.body_read_timeout)
         _, specs = await asyncio.to_thread(_entries_to_specs, body)
         answer = await asyncio.to_thread(service.requirements, specs)
         text = format_answer((_ANSWER_WORDS[status], spec.path) for spec, status in answer)
@@ -226,7 +226,7 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
 
     async def create_checkout(request: web.Request) -> web.Response:
         checkout_id = request.match_info["checkout_id"]
-        body = await request.read()
+        body = await read_body(request, service.config.body_read_timeout)
         entries, specs = await asyncio.to_thread(_entries_to_specs, body)
         try:
             used = await _create_checkout(service, checkout_id, specs)

@@ -42,7 +42,8 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         )
 
     async def requirements(request: web.Request) -> web.Response:
-        files = parse_file_list(await read_json_object(request))
+        timeout = service.config.body_read_timeout
+        files = parse_file_list(await read_json_object(request, timeout))
         answer = await asyncio.to_thread(service.requirements, files)
         return web.json_response(
             {
@@ -70,7 +71,7 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         return web.Response(status=204)
 
     async def checkout(request: web.Request) -> web.Response:
-        data = await read_json_object(request)
+        data = await read_json_object(request, service.config.body_read_timeout)
         files = parse_file_list(data)
         checkout_path = data.get("checkoutPath")
         if not isinstance(checkout_path, str):

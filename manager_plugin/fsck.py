@@ -23,8 +23,9 @@ import hashlib
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +178,8 @@ def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Proble
         if actual_size != size:
             return 0, Problem(BAD_SIZE, path, f"size is {actual_size}, name says {size}")
         hashed, digest = _hash_file(path)
+    except FileNotFoundError:
+        return 0, None  # garbage-collected while we walked: not a problem
     except OSError as exc:
         return 0, Problem(UNREADABLE, path, f"cannot read: {exc.strerror or exc}")
     if hashed != size:
@@ -188,14 +191,24 @@ def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Proble
 
 def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
     workers = workers or os.cpu_count() or 1
+    in_flight: deque[Future[tuple[int, Problem | None]]] = deque()
+
+    def collect(future: Future[tuple[int, Problem | None]]) -> None:
+        nbytes, problem = future.result()
+        report.blobs_checked += 1
+        report.bytes_checked += nbytes
+        if problem is not None:
+            report.problems.append(problem)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsck-hash") as pool:
-        # map() keeps at most the iterator's items in flight; results stay in order
-        # so the report is deterministic.
-        for nbytes, problem in pool.map(_verify_blob, _iter_stored(stored)):
-            report.blobs_checked += 1
-            report.bytes_checked += nbytes
-            if problem is not None:
-                report.problems.append(problem)
+        # A bounded window instead of pool.map, which would queue every blob of a
+        # million-blob store at once; results stay in walk order (deterministic report).
+        for item in _iter_stored(stored):
+            in_flight.append(pool.submit(_verify_blob, item))
+            if len(in_flight) >= workers * 4:
+                collect(in_flight.popleft())
+        while in_flight:
+            collect(in_flight.popleft())
 
 
 # -- temp files ----------------------------------------------------------------

@@ -5,6 +5,8 @@ import hashlib
 import json
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import responses
 from flamenco_shaman.engine import (
     ManagerClient,
     Submission,
+    SubmitCancelled,
     SubmitError,
     SubmitOptions,
     client,
@@ -350,3 +353,38 @@ def test_manager_url_without_scheme_is_a_clear_error(project):
 def test_submit_errors_are_one_line():
     assert str(SubmitError("manager said:\n  no\r\n")) == "manager said: no"
     assert str(SubmitError("two  spaces kept")) == "two  spaces kept"
+
+
+@responses.activate
+def test_cancel_returns_even_while_the_manager_sits_on_an_upload(project):
+    answering = threading.Event()
+    release = threading.Event()
+
+    def status(sha, attempt):
+        answering.set()
+        release.wait(30)  # a manager that takes its time to answer
+        return 204
+
+    mgr = ScriptedManager(responses.mock, status)
+    sub = Submission(SubmitOptions(project / "linked_cube.blend", URL))
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(_run(sub)))
+    thread.start()
+    try:
+        assert answering.wait(30)
+        started = time.monotonic()
+        sub.cancel()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert time.monotonic() - started < 5
+        assert isinstance(outcome[0], SubmitCancelled)
+        assert not mgr.checkouts
+    finally:
+        release.set()
+
+
+def _run(sub):
+    try:
+        return sub.run()
+    except Exception as ex:
+        return ex

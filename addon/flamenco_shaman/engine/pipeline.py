@@ -40,6 +40,7 @@ MAX_ROUNDS = 6  # negotiate+upload rounds before giving up on deferred files
 UPLOAD_RETRY_DELAYS = (0.25, 0.5, 1.0)  # per-file retries on 5xx / dropped connection
 ROUND_DELAYS = (0.0, 0.0, 0.25, 0.5, 1.0, 2.0)  # pause before round n (index n-1)
 POLL = 0.1  # seconds between checks of the stop flag while waiting
+JOIN_TIMEOUT = 1.0  # how long close() waits for a thread stuck in an HTTP call
 
 Key = tuple[str, int]
 _END = object()
@@ -137,8 +138,11 @@ class Pipeline:
             self._uploads.put(_END)
         if self._started:
             self._hashed.put(_END)
+            # A thread waiting for an HTTP answer only notices the stop flag afterwards; it
+            # is a daemon that no longer reads any file, so don't let it delay a cancel.
+            deadline = time.monotonic() + JOIN_TIMEOUT
             for thread in [self._coordinator, *self._workers]:
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     # --- input ---------------------------------------------------------------
 

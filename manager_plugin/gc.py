@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +31,9 @@ from .locking import StorageLock
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000
+BATCH = 1000  # blobs re-checked and deleted per exclusive-lock hold
+LINK_BATCH = 512
+LINK_STAT_WORKERS = 2
 
 
 @dataclass
@@ -81,10 +84,17 @@ class GarbageCollector:
 
         linked: set[tuple[int, int]] = set()
         stale_checkout_temps: list[str] = []
-        for root in [self.jobs_dir, *self.extra_checkout_paths]:
-            stats.links_seen += self._collect_links(str(root), linked, stale_checkout_temps, start)
+        # Syscalls dominate and release the GIL: walk stored/ in one thread while this
+        # one walks the checkouts and other threads stat (follow) the links found.
+        with ThreadPoolExecutor(max_workers=1 + LINK_STAT_WORKERS) as pool:
+            scan = pool.submit(self._scan_stored)
+            for root in [self.jobs_dir, *self.extra_checkout_paths]:
+                stats.links_seen += self._collect_links(
+                    str(root), linked, stale_checkout_temps, start, pool
+                )
+            blobs, dir_counts = scan.result()
 
-        candidates, dir_counts = self._find_candidates(linked, cutoff, stats)
+        candidates = self._find_candidates(blobs, linked, cutoff, stats)
         for i in range(0, len(candidates), BATCH):
             self._delete_batch(
                 candidates[i : i + BATCH], linked, cutoff, dry_run, stats, dir_counts
@@ -110,11 +120,15 @@ class GarbageCollector:
 
     @staticmethod
     def _collect_links(
-        root: str, linked: set[tuple[int, int]], stale_temps: list[str], start: float
+        root: str,
+        linked: set[tuple[int, int]],
+        stale_temps: list[str],
+        start: float,
+        pool: ThreadPoolExecutor,
     ) -> int:
         seen = 0
-        stat = os.stat
-        add = linked.add
+        batch: list[str] = []
+        futures: list[Future[list[tuple[int, int]]]] = []
         stack = [root]
         while stack:
             directory = stack.pop()
@@ -126,11 +140,10 @@ class GarbageCollector:
                 for entry in it:
                     if entry.is_symlink():
                         seen += 1
-                        try:
-                            st = stat(entry.path)  # follows the link: its target's identity
-                        except OSError:
-                            continue  # dangling
-                        add((st.st_dev, st.st_ino))
+                        batch.append(entry.path)
+                        if len(batch) >= LINK_BATCH:
+                            futures.append(pool.submit(_link_targets, batch))
+                            batch = []
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                         if entry.name.startswith(TEMP_PREFIX):
@@ -144,20 +157,21 @@ class GarbageCollector:
                                 continue
                             if mtime < start:
                                 stale_temps.append(entry.path)
+        if batch:
+            futures.append(pool.submit(_link_targets, batch))
+        for future in futures:
+            linked.update(future.result())
         return seen
 
-    def _find_candidates(
-        self, linked: set[tuple[int, int]], cutoff: float, stats: SweepStats
-    ) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
-        """Old, unlinked blobs as (path, dev, ino), and the entry count of each blob dir."""
+    def _scan_stored(self) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+        """Every blob as (path, dev, inode from readdir), and the entry count of each dir."""
         stored = str(self.store.stored_dir)
         try:
             dev = os.stat(stored).st_dev
         except FileNotFoundError:
             return [], {}
-        candidates: list[tuple[str, int, int]] = []
+        blobs: list[tuple[str, int, int]] = []
         dir_counts: dict[str, int] = {}
-        checked = 0
         for top in _subdirs(stored):
             dir_counts[top] = 0
             for blob_dir in _subdirs(top):
@@ -170,21 +184,32 @@ class GarbageCollector:
                 with it:
                     for entry in it:
                         count += 1
-                        if not entry.name.endswith(".blob"):
-                            continue
-                        checked += 1
-                        # d_ino comes free from readdir: linked blobs need no stat at all.
-                        if (dev, entry.inode()) in linked:
-                            continue
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if st.st_mtime < cutoff and (st.st_dev, st.st_ino) not in linked:
-                            candidates.append((entry.path, st.st_dev, st.st_ino))
+                        if entry.name.endswith(".blob"):
+                            blobs.append((entry.path, dev, entry.inode()))
                 dir_counts[blob_dir] = count
-        stats.blobs_checked = checked
-        return candidates, dir_counts
+        return blobs, dir_counts
+
+    def _find_candidates(
+        self,
+        blobs: list[tuple[str, int, int]],
+        linked: set[tuple[int, int]],
+        cutoff: float,
+        stats: SweepStats,
+    ) -> list[tuple[str, int, int]]:
+        """Old, unlinked blobs as (path, dev, ino)."""
+        candidates: list[tuple[str, int, int]] = []
+        for path, dev, ino in blobs:
+            # d_ino came free from readdir: linked blobs need no stat at all.
+            if (dev, ino) in linked:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if st.st_mtime < cutoff and (st.st_dev, st.st_ino) not in linked:
+                candidates.append((path, st.st_dev, st.st_ino))
+        stats.blobs_checked = len(blobs)
+        return candidates
 
     def _delete_batch(
         self,
@@ -245,6 +270,19 @@ class GarbageCollector:
             except OSError:
                 pass
         return removed
+
+
+def _link_targets(paths: list[str]) -> list[tuple[int, int]]:
+    """(dev, ino) of what each symlink resolves to; dangling links are skipped."""
+    found: list[tuple[int, int]] = []
+    stat = os.stat
+    for path in paths:
+        try:
+            st = stat(path)  # follows the link
+        except OSError:
+            continue
+        found.append((st.st_dev, st.st_ino))
+    return found
 
 
 def _subdirs(path: str) -> list[str]:

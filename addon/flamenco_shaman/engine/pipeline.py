@@ -460,8 +460,13 @@ class Pipeline:
                 )
             except UploadCancelled:
                 raise SubmitCancelled() from None
-            except FileChanged:
-                continue  # _source_for() finds out what changed
+            except FileChanged as ex:
+                # _source_for() finds out what changed; a file that cannot be read at all
+                # would look "changed" forever.
+                attempt += 1
+                if attempt > len(UPLOAD_RETRY_DELAYS):
+                    raise SubmitError(f"cannot read {source.source}: {ex}") from None
+                continue
             except UploadInterrupted as ex:
                 status, message = 0, str(ex)
             finally:

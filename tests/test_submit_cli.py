@@ -57,9 +57,10 @@ def test_linked_cube_prints_a_farm_path_whose_checkout_holds_both_blends(manager
 
 
 def test_running_it_again_uploads_0_bytes(manager, blends, env):
-    url = manager.url.rstrip("/")  # with or without the trailing slash
+    url = manager.url.rstrip("/")  # with or without the trailing slash, or the scheme
     first = shaman_submit(blends / "linked_cube.blend", "--manager", url, env=env)
-    again = shaman_submit(blends / "linked_cube.blend", "--manager", url, env=env)
+    bare = url.removeprefix("http://")
+    again = shaman_submit(blends / "linked_cube.blend", "--manager", bare, env=env)
     assert first.returncode == again.returncode == 0
     assert "Uploaded 0 B of" in again.stdout
     assert "0 of 984080 bytes" in again.stdout

@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
     options = SubmitOptions(
         blendfile=args.blendfile,
-        manager_url=args.manager,
+        # "farm:8080" is what people type; the engine wants a full URL.
+        manager_url=args.manager if "://" in args.manager else "http://" + args.manager,
         project_root=args.project,
         checkout_path=args.checkout_path,
         relative_only=args.relative_only,

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="GLOB",
-        help="skip assets whose path matches these glob patterns",
+        help="skip assets whose path matches a glob pattern, matched from the right "
+        "(e.g. '*.mov', 'renders/*'); repeatable",
     )
     parser.add_argument(
         "--jobs", type=_positive, metavar="N", help="hashing threads (default: CPU count)"

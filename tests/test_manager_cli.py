@@ -18,21 +18,23 @@ API = "api/v3/"
 
 @contextmanager
 def serve(*args: str, cwd: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "manager_plugin", "serve", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        yield line, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(30)
+    # The log goes to a file: a pipe nobody reads would block the server when full.
+    with open(cwd / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "manager_plugin", "serve", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    assert proc.stdout is not None
+    with proc.stdout:
+        try:
+            yield proc.stdout.readline(), proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(30)
 
 
 def url_of(line: str) -> str:

@@ -202,14 +202,15 @@ def manager_process(tmp_path: Path) -> Iterator[tuple[str, psutil.Process, Path]
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("Shaman listening on http://127.0.0.1:"), line
-        yield line.split()[3], psutil.Process(proc.pid), storage
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    assert proc.stdout is not None
+    with proc.stdout:
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("Shaman listening on http://127.0.0.1:"), line
+            yield line.split()[3], psutil.Process(proc.pid), storage
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 @pytest.mark.slow

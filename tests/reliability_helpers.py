@@ -725,5 +725,26 @@ def submit_all(
         finally:
             client.close()
 
-    with ThreadPoolExecutor(max_workers=len(projects)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(projects))) as pool:
         return dict(enumerate(pool.map(one, range(len(projects)))))
+
+
+def resubmit_interrupted(
+    url: str,
+    storage: Path,
+    projects: list[list[SourceFile]],
+    results: dict[int, str | BaseException],
+    requested: Callable[[int], str],
+) -> list[str]:
+    """Submit again (all at once) every project whose submission the crash interrupted;
+    problems if any fails or its checkout is not complete."""
+    todo = [i for i, outcome in results.items() if not isinstance(outcome, str)]
+    again = submit_all([url], [projects[i] for i in todo], lambda k: requested(todo[k]))
+    problems = []
+    for k, outcome in again.items():
+        if not isinstance(outcome, str):
+            problems.append(f"resubmitting {requested(todo[k])} failed: {outcome!r}")
+            continue
+        jobs, store = storage / "jobs", storage / "file-store"
+        problems += verify_checkout(jobs, store, outcome, projects[todo[k]])
+    return problems

@@ -16,15 +16,14 @@ import pytest
 from reliability_helpers import (
     KillSwitch,
     ManagerProcess,
-    RawShamanClient,
     SourceFile,
     hidden_job_entries,
     make_project,
     problems_after_crash,
+    resubmit_interrupted,
     shared_files,
     submit_all,
     sweep_once,
-    verify_checkout,
     verify_store,
 )
 
@@ -51,7 +50,7 @@ def _round_projects(tmp: Path, rnd: int, rng: random.Random) -> list[list[Source
                 # Every fifth project carries a larger file, so kills land mid-stream too.
                 large_files=1 if i % 5 == 0 else 0,
                 large_size=512 * 1024,
-                alias_paths=300,
+                alias_paths=150,
             )
         )
     return projects
@@ -89,12 +88,10 @@ def test_kill_9_during_uploads_and_checkouts_loses_and_corrupts_nothing(tmp_path
             assert hidden_job_entries(mgr.jobs) == []
 
             # The restarted server finishes every interrupted submission.
-            retry = RawShamanClient(mgr.url)
-            for i, outcome in results.items():
-                if not isinstance(outcome, str):
-                    used = retry.submit(projects[i], f"crash/r{rnd}/retry-{i:02d}")
-                    assert verify_checkout(mgr.jobs, mgr.store, used, projects[i]) == []
-            retry.close()
+            def retry_path(i: int, rnd: int = rnd) -> str:
+                return f"crash/r{rnd}/retry-{i:02d}"
+
+            assert resubmit_interrupted(mgr.url, storage, projects, results, retry_path) == []
             assert verify_store(mgr.store) == []
     finally:
         mgr.stop()

@@ -36,8 +36,8 @@ def _projects(tmp: Path, rng: random.Random) -> list[list[SourceFile]]:
         make_project(tmp / "src", f"p{i}", rng, shared=shared, unique_files=4, max_size=16 * 1024)
         for i in range(4)
     ]
-    # Two projects with 1500 links each over a few blobs: long checkout builds.
-    projects += [wide_project(tmp / "src", f"wide{i}", rng, blobs=12, paths=1500) for i in range(2)]
+    # Two projects with 800 links each over a few blobs: long checkout builds.
+    projects += [wide_project(tmp / "src", f"wide{i}", rng, blobs=12, paths=800) for i in range(2)]
     return projects
 
 
@@ -50,7 +50,7 @@ def test_sweeps_from_another_process_never_leave_a_completed_checkout_dangling(
     try:
         with GcLoop(mgr.storage, seed=SEED) as gc:
             result = submit_while_collecting(
-                [mgr.url], mgr.jobs, mgr.store, projects, workers=6, submissions=8, seed=SEED
+                [mgr.url], mgr.jobs, mgr.store, projects, workers=5, submissions=6, seed=SEED
             )
         assert result.problems == []
         assert dangling_links(mgr.jobs) == []
@@ -70,7 +70,7 @@ def test_the_servers_own_periodic_gc_never_leaves_a_completed_checkout_dangling(
     mgr = ManagerProcess(tmp_path / "storage", gc_period="50ms", gc_max_age="0s").start()
     try:
         result = submit_while_collecting(
-            [mgr.url], mgr.jobs, mgr.store, projects, workers=6, submissions=8, seed=SEED
+            [mgr.url], mgr.jobs, mgr.store, projects, workers=5, submissions=6, seed=SEED
         )
         assert result.problems == []
         assert dangling_links(mgr.jobs) == []

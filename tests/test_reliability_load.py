@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from flamenco_shaman.engine import Submission, SubmitOptions, SubmitResult
 from reliability_helpers import (
     ManagerProcess,
     RawShamanClient,
@@ -115,3 +117,73 @@ def test_twenty_clients_twice_in_a_row_all_succeed_and_write_each_blob_once(tmp_
         mgr.stop()
     server_204 = Counter((sha, size) for sha, size, st in mgr.upload_statuses() if st == 204)
     assert server_204 == client_204
+
+
+# --- the same through the submission engine -----------------------------------------------
+
+BLENDFILES = Path("/work/shared/blendfiles")
+FRAMES = [f"imgseq/{n:06d}.png" for n in range(210, 215)]
+
+
+def _engine_projects(tmp: Path, rng: random.Random) -> list[Path]:
+    """The image-sequence blend, 20 times: the blend and three frames shared by all, two
+    frames of each project's own (BAT only reads the frames' names)."""
+    shared = {rel: rng.randbytes(rng.randint(50_000, 300_000)) for rel in FRAMES[:3]}
+    blends = []
+    for i in range(CLIENTS):
+        proj = tmp / "engine-src" / f"proj{i:02d}"
+        (proj / "imgseq").mkdir(parents=True)
+        shutil.copy(BLENDFILES / "image_sequencer.blend", proj)
+        for rel, data in shared.items():
+            (proj / rel).write_bytes(data)
+        for rel in FRAMES[3:]:
+            (proj / rel).write_bytes(rng.randbytes(rng.randint(50_000, 300_000)))
+        blends.append(proj / "image_sequencer.blend")
+    return blends
+
+
+def _engine_run(url: str, blends: list[Path], label: str) -> list[SubmitResult]:
+    def one(i: int) -> SubmitResult:
+        opts = SubmitOptions(
+            blendfile=blends[i], manager_url=url, checkout_path=f"engine/proj{i:02d}/{label}"
+        )
+        return Submission(opts).run()
+
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        return list(pool.map(one, range(CLIENTS)))
+
+
+def _assert_identical(jobs: Path, results: list[SubmitResult], blends: list[Path]) -> None:
+    """Each checkout holds exactly the blend and its frames, byte-identical to the source."""
+    for result, blend in zip(results, blends, strict=True):
+        checkout = jobs / result.checkout_path
+        names = {p.relative_to(checkout).as_posix() for p in checkout.rglob("*") if p.is_file()}
+        assert names == {"image_sequencer.blend", *FRAMES}
+        for rel in names:
+            assert (checkout / rel).is_symlink()
+            assert (checkout / rel).read_bytes() == (blend.parent / rel).read_bytes(), rel
+
+
+def test_twenty_engine_submissions_twice_in_a_row_write_each_blob_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLAMENCO_SHAMAN_CACHE_DIR", str(tmp_path / "cache"))
+    rng = random.Random(SEED + 1)
+    blends = _engine_projects(tmp_path, rng)
+    mgr = ManagerProcess(tmp_path / "storage").start()
+    try:
+        first = _engine_run(mgr.url, blends, "job")
+        _assert_identical(mgr.jobs, first, blends)
+        # Between the runs one frame of every project changes; the rest is already stored.
+        for blend in blends:
+            (blend.parent / FRAMES[-1]).write_bytes(rng.randbytes(100_000))
+        second = _engine_run(mgr.url, blends, "job")
+        _assert_identical(mgr.jobs, second, blends)
+        assert verify_store(mgr.store) == []
+        assert sum(r.files_uploaded for r in second) <= CLIENTS
+    finally:
+        mgr.stop()
+    written = Counter((sha, size) for sha, size, status in mgr.upload_statuses() if status == 204)
+    stored = list((mgr.store / "stored").rglob("*.blob"))
+    assert len(written) == len(stored)
+    assert max(written.values()) == 1

@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             done = run_scenario(scenario, ctx)
             rows.extend(done)
             for row in done:
-                print(f"[bench]   {row.key}: {row.figure} | {row.result}", file=sys.stderr)
+                print(
+                    f"[bench]   {row.key}: {row.figure} vs {row.baseline} = {row.ratio_text}"
+                    f" | {row.result}",
+                    file=sys.stderr,
+                )
+                for note in row.notes:
+                    print(f"[bench]     {note}", file=sys.stderr)
     finally:
         ctx.cleanup(tmp)
     meta = {

@@ -124,11 +124,9 @@ class CheckoutBuilder:
         created_parents: list[str] = []
         temp = ""
         try:
-            parent = self._make_parents(jobs, parent_rel, created_parents)
             with self.lock.shared():
                 self._touch_all(by_path)
-                temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(6)}-{_clip(name, 64)}"
-                os.mkdir(temp)
+                parent, temp = self._make_temp_dir(jobs, parent_rel, name, created_parents)
                 self._build_tree(temp, by_path)
                 final_name = self._rename_into_place(temp, parent, name)
             temp = ""
@@ -148,6 +146,23 @@ class CheckoutBuilder:
         used = f"{parent_rel}/{final_name}" if parent_rel else final_name
         log.info("checkout %s created with %d files", used, len(by_path))
         return used
+
+    def _make_temp_dir(
+        self, jobs: str, parent_rel: str, name: str, created: list[str]
+    ) -> tuple[str, str]:
+        """Create the parents and the hidden sibling temp dir; return (parent, temp)."""
+        for attempt in range(3):
+            parent = self._make_parents(jobs, parent_rel, created)
+            temp = f"{parent}/{TEMP_PREFIX}{secrets.token_hex(6)}-{_clip(name, 64)}"
+            try:
+                os.mkdir(temp)
+                return parent, temp
+            except FileNotFoundError:
+                # A concurrent checkout that failed removed a parent it had created
+                # just after we saw it; create it again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _make_parents(self, jobs: str, parent_rel: str, created: list[str]) -> str:
         """Create the checkout's parent dirs inside jobs/, refusing symlinks and non-dirs."""

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import stat
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
@@ -35,7 +35,7 @@ _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
 
 
-def _load_renameat2():
+def _load_renameat2() -> Callable[..., int] | None:
     """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

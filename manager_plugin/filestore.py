@@ -307,7 +307,10 @@ class FileStore:
         """Make the verified temp the blob. False if the blob existed already."""
         try:
             os.fsync(fd)
-            os.fchmod(fd, 0o444)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o444)
+            else:  # pragma: no cover - Windows before Python 3.13
+                os.chmod(temp, 0o444)
             parent = os.path.dirname(final)
             for attempt in range(5):
                 try:
@@ -323,11 +326,13 @@ class FileStore:
             _fsync_dir(parent)
             return True
         finally:
+            # Close first: Windows cannot unlink an open file. A closed young temp is
+            # still safe from cleanup, which also requires an age of STALE_TEMP_AGE.
+            os.close(fd)
             try:
                 os.unlink(temp)
             except FileNotFoundError:
                 pass
-            os.close(fd)
             _prune_upload_dirs(temp)
 
     # ---- maintenance -------------------------------------------------------
@@ -378,13 +383,12 @@ def _hash_write(fd: int, hasher: hashlib._Hash, buf: bytearray, final: str) -> b
 
 
 def _discard(fd: int, temp: str) -> None:
+    os.close(fd)
     try:
         os.unlink(temp)
     except FileNotFoundError:
         pass
-    finally:
-        os.close(fd)
-        _prune_upload_dirs(temp)
+    _prune_upload_dirs(temp)
 
 
 def _prune_upload_dirs(temp: str) -> None:

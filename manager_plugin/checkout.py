@@ -82,6 +82,8 @@ def dedupe_files(files: Iterable[FileSpec]) -> dict[str, tuple[str, int]]:
         sha = validate_checksum(spec.sha, f"{field}.sha")
         size = validate_size(spec.size, f"{field}.size")
         path = validate_path(spec.path, f"{field}.path")
+        if TEMP_PREFIX in path:
+            _refuse_reserved(path, f"{field}.path")
         known = by_path.setdefault(path, (sha, size))
         if known != (sha, size):
             raise InvalidPath(f"{field}.path: {path!r} is listed twice with different content")
@@ -117,6 +119,8 @@ class CheckoutBuilder:
     def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
         """Build the checkout; return the path actually used, relative to `jobs_dir`."""
         checkout_path = validate_checkout_path(checkout_path)
+        if TEMP_PREFIX in checkout_path:
+            _refuse_reserved(checkout_path, "checkoutPath")
         by_path = dedupe_files(files)
         parent_rel, _, name = checkout_path.rpartition("/")
         jobs = str(self.jobs_dir)
@@ -231,7 +235,11 @@ class CheckoutBuilder:
                     linkdir = f"{real_root}/{head}" if head else real_root
                     prefix = os.path.relpath(real_stored, linkdir)
                 prefixes[head] = prefix
-            symlink(f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob", f"{root}/{path}")
+            try:
+                symlink(f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob", f"{root}/{path}")
+            except FileExistsError:
+                # Only possible where names differ but the filesystem folds them (case).
+                raise InvalidPath(f"files: {path!r} collides with another file name") from None
 
     def _rename_into_place(self, temp: str, parent: str, name: str) -> str:
         candidate = name
@@ -249,6 +257,12 @@ class CheckoutBuilder:
         raise NoFreeCheckoutDir(
             f"checkoutPath: {name!r} and {SUFFIX_ATTEMPTS} suffixed variants all exist"
         )
+
+
+def _refuse_reserved(path: str, field: str) -> None:
+    """Names starting with TEMP_PREFIX are checkout temp dirs, which GC removes."""
+    if any(part.startswith(TEMP_PREFIX) for part in path.split("/")):
+        raise InvalidPath(f"{field}: names starting with {TEMP_PREFIX!r} are reserved: {path!r}")
 
 
 def _clip(name: str, max_bytes: int) -> str:

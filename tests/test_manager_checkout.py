@@ -166,3 +166,14 @@ def test_unicode_and_spaces_in_paths(store):
     spec = put(store, b"v", "ránið/lélegt vélmenni.blend")
     used = builder(store).create("with spaces in it/ránið", [spec])
     assert (store.storage_root / "jobs" / used / "ránið/lélegt vélmenni.blend").read_bytes() == b"v"
+
+
+@pytest.mark.parametrize(
+    ("checkout_path", "file_path"),
+    [(".shaman-tmp-abc", "x"), ("proj/.shaman-tmp-1-job", "x"), ("job", "d/.shaman-tmp-x/f")],
+)
+def test_names_reserved_for_checkout_temp_dirs_are_refused(store, checkout_path, file_path):
+    # GC removes directories with this prefix, so a checkout must never contain one.
+    with pytest.raises(InvalidPath, match="reserved"):
+        builder(store).create(checkout_path, [put(store, b"x", file_path)])
+    assert tree(store.storage_root / "jobs") == set()

@@ -89,9 +89,9 @@ class GarbageCollector:
         with ThreadPoolExecutor(max_workers=1 + LINK_STAT_WORKERS) as pool:
             scan = pool.submit(self._scan_stored)
             for root in [self.jobs_dir, *self.extra_checkout_paths]:
-                stats.links_seen += self._collect_links(
-                    str(root), linked, stale_checkout_temps, start, pool
-                )
+                # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
+                temps = stale_checkout_temps if root == self.jobs_dir else None
+                stats.links_seen += self._collect_links(str(root), linked, temps, start, pool)
             blobs, dir_counts = scan.result()
 
         candidates = self._find_candidates(blobs, linked, cutoff, stats)
@@ -122,7 +122,7 @@ class GarbageCollector:
     def _collect_links(
         root: str,
         linked: set[tuple[int, int]],
-        stale_temps: list[str],
+        stale_temps: list[str] | None,
         start: float,
         pool: ThreadPoolExecutor,
     ) -> int:
@@ -146,7 +146,7 @@ class GarbageCollector:
                             batch = []
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-                        if entry.name.startswith(TEMP_PREFIX):
+                        if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
                             # A checkout builds its temp dir under the shared lock, and
                             # the sweep's start was taken under the exclusive one: a temp
                             # dir last changed before the start belongs to a builder that

@@ -227,3 +227,13 @@ def test_gc_command_dry_run_names_only_the_unlinked_old_blob_then_deletes_it(tmp
     assert f"deleted {unlinked_path}" in real.stdout
     assert not Path(unlinked_path).exists()
     assert store.stored_path(linked.sha, linked.size).exists()
+
+
+def test_temp_named_dirs_in_extra_checkout_paths_are_not_ours_to_remove(tmp_path):
+    extra = tmp_path / "elsewhere"
+    foreign = extra / ".shaman-tmp-someone-elses"
+    foreign.mkdir(parents=True)
+    os.utime(foreign, (OLD, OLD))
+    _store, gc = collector(tmp_path / "storage", extra_checkout_paths=[extra])
+    gc.sweep()
+    assert foreign.is_dir()

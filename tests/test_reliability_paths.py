@@ -90,7 +90,11 @@ COMPONENTS = st.one_of(
     PLAIN_NAMES,
 )
 SEPARATORS = st.sampled_from(["/"] * 6 + ["\\", "\uff0f", "//"])
-PREFIXES = st.sampled_from([""] * 6 + ["/", "//", "c:/", "C:\\", "\\\\server\\share\\", "~/"])
+PREFIXES = st.sampled_from(
+    [""] * 6
+    + ["/", "//", "c:/", "C:\\", "\\\\server\\share\\", "~/"]
+    + [f"{PLANTED}/", f"existing/{PLANTED}/"]  # through the planted directory symlinks
+)
 
 
 @st.composite
@@ -172,8 +176,9 @@ class World:
 
 
 @pytest.fixture
-def world(manager) -> World:
-    return World(manager)
+def world(manager_factory, tmp_path: Path) -> World:
+    # Storage inside this test's own tmp dir, so "outside" is small and ours alone.
+    return World(manager_factory(storage_path=tmp_path / "storage"))
 
 
 def checkout(world: World, checkout_path: str, file_paths: list[str]) -> requests.Response:

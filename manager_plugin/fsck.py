@@ -332,7 +332,10 @@ def _check_link(path: Path, stored_real: str) -> Problem | None:
     target = os.readlink(path)
     real = os.path.realpath(path)
     if os.path.commonpath([real, stored_real]) != stored_real:
-        return Problem(OUTSIDE_LINK, path, f"points to {target}, outside file-store/stored")
+        missing = "" if os.path.exists(real) else " (and does not exist)"
+        return Problem(
+            OUTSIDE_LINK, path, f"points to {target}, outside file-store/stored{missing}"
+        )
     if not os.path.exists(real):
         return Problem(DANGLING_LINK, path, f"target {target} does not exist")
     if not os.path.isfile(real):

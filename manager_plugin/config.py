@@ -37,7 +37,7 @@ class Config:
     gc_max_age: timedelta = DEFAULT_GC_MAX_AGE
     gc_extra_checkout_paths: list[Path] = field(default_factory=list)
     absolute_symlinks: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     body_read_timeout: float = 60.0
     # URL path under which the legacy (BAT) protocol is also served; "" = root only.
     legacy_base_path: str = ""

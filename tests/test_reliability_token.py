@@ -163,3 +163,10 @@ def test_token_never_appears_in_the_command_line_servers_output(tmp_path):
     assert "GET /api/v3/shaman/files" in err or "POST" in err, "expected access log lines"
     assert TOKEN not in line + out + err
     assert TOKEN[:-1] not in line + out + err
+
+
+def test_config_repr_hides_the_token(guarded):
+    """A config printed in a log line or a traceback must not carry the token."""
+    assert guarded.config.token == TOKEN
+    assert TOKEN not in repr(guarded.config)
+    assert TOKEN not in repr(guarded)

@@ -228,12 +228,9 @@ class FileStore:
             if digest != sha:
                 raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
             commit_fd, fd = fd, -1  # _commit owns (and closes) it from here on
-            created = await asyncio.to_thread(self._commit, commit_fd, temp, final)
+            created = await asyncio.to_thread(self._commit, commit_fd, temp, final, size)
             if not created:
                 raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
-            with self._count_lock:
-                self.blobs_written += 1
-                self.bytes_written += size
         except BaseException as exc:
             if pending is not None:
                 # Let the worker finish with fd before closing it.
@@ -303,8 +300,12 @@ class FileStore:
             return fd, temp
         raise AssertionError("unreachable")
 
-    def _commit(self, fd: int, temp: str, final: str) -> bool:
-        """Make the verified temp the blob. False if the blob existed already."""
+    def _commit(self, fd: int, temp: str, final: str, size: int) -> bool:
+        """Make the verified temp the blob. False if the blob existed already.
+
+        Counting happens here, in the thread, so that it stays exactly-once even
+        if the awaiting request is cancelled while the link is being made.
+        """
         try:
             os.fsync(fd)
             if hasattr(os, "fchmod"):
@@ -323,6 +324,9 @@ class FileStore:
                     os.makedirs(parent, exist_ok=True)
                     if attempt == 4:
                         raise
+            with self._count_lock:
+                self.blobs_written += 1
+                self.bytes_written += size
             _fsync_dir(parent)
             return True
         finally:

@@ -24,7 +24,8 @@ def ident(data: bytes) -> tuple[str, int]:
 
 
 def files_in(directory: Path) -> list[Path]:
-    return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
+    # os.walk shrugs off directories the server removes while we look.
+    return [Path(d, name) for d, _dirs, names in os.walk(directory) for name in names]
 
 
 def blobs(manager) -> list[Path]:

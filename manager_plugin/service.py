@@ -50,17 +50,15 @@ class ShamanService:
 
     def requirements(self, files: Iterable[FileSpec]) -> list[tuple[FileSpec, FileStatus]]:
         """Files the client must act on, each (sha, size) once; stored ones get touched."""
-        seen: set[tuple[str, int]] = set()
-        answer: list[tuple[FileSpec, FileStatus]] = []
+        first: dict[tuple[str, int], FileSpec] = {}
         for spec in files:
-            key = (spec.sha, spec.size)
-            if key in seen:
-                continue
-            seen.add(key)
-            status = self.store.status(spec.sha, spec.size)
-            if status != "stored":
-                answer.append((spec, status))
-        return answer
+            first.setdefault((spec.sha, spec.size), spec)
+        statuses = self.store.statuses(first)
+        return [
+            (spec, status)
+            for spec, status in zip(first.values(), statuses, strict=True)
+            if status != "stored"
+        ]
 
     def collect_garbage(self, dry_run: bool = False) -> SweepStats:
         return self.gc.sweep(dry_run=dry_run)

@@ -169,3 +169,15 @@ def test_startup_removes_unlocked_temps_and_keeps_locked_ones(tmp_path):
     assert not dead.exists()
     assert live.exists()
     assert (tmp_path / "jobs").is_dir()
+
+
+def test_statuses_of_many_files_match_single_status(store):
+    stored = b"stored one"
+    asyncio.run(store.receive(*ident(stored), reader(stored)))
+    sha, size = ident(b"elsewhere")
+    temp = store.uploading_dir / sha[:2] / sha[2:] / f"{size}-otherproc.tmp"
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(b"else")
+    keys = [ident(stored), (sha, size), (sha, size + 1), ident(b"never seen")]
+    assert store.statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
+    assert store.statuses(keys) == [store.status(*key) for key in keys]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from flamenco_shaman.engine import Submission, SubmitError, SubmitOptions
+from flamenco_shaman.engine import Progress, Submission, SubmitError, SubmitOptions
 from reliability_helpers import (
     ManagerProcess,
     uploading_temps,
@@ -145,3 +145,43 @@ def test_manager_staying_down_fails_clearly_and_creates_no_checkout(
     finally:
         mgr.stop()
     assert not any("/api/v3/shaman/checkout/create" in line for line in mgr.lines)
+
+
+def test_manager_down_when_the_checkout_is_requested_lets_the_submission_complete(
+    tmp_path: Path, project: Path
+) -> None:
+    mgr = ManagerProcess(tmp_path / "storage").start()
+    restarted = threading.Event()
+    killed = threading.Event()
+
+    def restart() -> None:
+        time.sleep(0.2)
+        mgr.start()
+        restarted.set()
+
+    def on_progress(progress: Progress) -> None:
+        # Called in the submitting thread right before it sends checkout/create.
+        if progress.phase == "checkout" and not killed.is_set():
+            killed.set()
+            mgr.kill()
+            threading.Thread(target=restart, daemon=True).start()
+
+    try:
+        sub = Submission(
+            SubmitOptions(
+                blendfile=project / "image_sequencer.blend",
+                manager_url=mgr.url,
+                checkout_path="restart/job",
+            ),
+            progress=on_progress,
+        )
+        result = sub.run()
+        assert restarted.wait(30)
+        checkout = mgr.jobs / result.checkout_path
+        for rel in [*FRAMES, "image_sequencer.blend"]:
+            assert (checkout / rel).read_bytes() == (project / rel).read_bytes(), rel
+        # One checkout, not a duplicate from a retried request that had got through.
+        assert [p.name for p in (mgr.jobs / "restart").iterdir()] == ["job"]
+    finally:
+        restarted.wait(30)
+        mgr.stop()

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from .errors import SubmitError
 
@@ -180,8 +181,11 @@ class ManagerClient:
                     method, self.api + path, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kw
                 )
             except requests.RequestException as ex:
-                if attempt < len(delays):
-                    time.sleep(delays[attempt])
+                # A refused connection never delivered the request, so even a call that
+                # must not run twice (checkout/create) can wait for a restarting manager.
+                budget = RETRY_DELAYS if retry or _never_sent(ex) else ()
+                if attempt < len(budget):
+                    time.sleep(budget[attempt])
                     attempt += 1
                     continue
                 raise SubmitError(
@@ -212,6 +216,12 @@ class ManagerClient:
 def header_safe(text: str) -> str:
     """Header values must be Latin-1; percent-encode anything else (the name is for logs)."""
     return urllib.parse.quote(text, safe=" /!#$&'()*+,;=@[]~:")
+
+
+def _never_sent(ex: requests.RequestException) -> bool:
+    """True when no connection could be made, so the manager cannot have seen the request."""
+    reason = getattr(ex.args[0], "reason", None) if ex.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _short(ex: Exception) -> str:

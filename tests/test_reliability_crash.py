@@ -84,6 +84,8 @@ def test_kill_9_during_uploads_and_checkouts_loses_and_corrupts_nothing(tmp_path
 
             assert problems_after_crash(storage, projects, results, _requested(rnd)) == []
             # Checkouts cut short are hidden; the collector's next sweep removes them.
+            leftovers = hidden_job_entries(mgr.jobs)
+            assert all(p.name.startswith(".shaman-tmp-") for p in leftovers), leftovers
             sweep_once(storage)
             assert hidden_job_entries(mgr.jobs) == []
 

@@ -10,20 +10,41 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import targets
 
 
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class PeakByPhase(targets.PhaseClock):
+    """Also notes the phase in which the peak RSS grew, to tell where memory goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0
+        self.peak_phase = ""
+
+    def __call__(self, progress: Any) -> None:
+        super().__call__(progress)
+        peak = _peak_rss()
+        if peak > self.peak:
+            self.peak, self.peak_phase = peak, progress.phase
+
+
 def main() -> int:
     blend, url, checkout = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    result = targets.submit(blend, url, checkout)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    clock = PeakByPhase()
+    result = targets.submit(blend, url, checkout, clock=clock)
     print(
         json.dumps(
             {
                 "files_uploaded": result.files_uploaded,
                 "bytes_uploaded": result.bytes_uploaded,
-                "peak_rss": peak,
+                "peak_rss": _peak_rss(),
+                "peak_phase": clock.peak_phase,
             }
         )
     )

@@ -46,16 +46,21 @@ def run(ctx: Context) -> list[Row]:
         if client.returncode != 0:
             raise RuntimeError(f"submission failed: {err[-2000:]}")
         report = json.loads(out.strip().splitlines()[-1])
-        client_peak = max(client_peak, report["peak_rss"])
+        sampled, client_peak = client_peak, max(client_peak, report["peak_rss"])
         if report["bytes_uploaded"] < size:
             raise AssertionError(f"only {report['bytes_uploaded']} bytes uploaded of {size}")
 
         what = f"while moving one {human_bytes(size)} file"
         note = "psutil sampling every 20 ms plus the kernel's high-water mark (VmHWM/ru_maxrss)"
-        return [
+        rows = [
             _row("rss_server", f"peak RSS of the manager {what}", server_peak, note),
             _row("rss_client", f"peak RSS of the submitting client {what}", client_peak, note),
         ]
+        rows[1].notes.append(
+            f"client: sampled {sampled / 1e6:.0f} MB, its own ru_maxrss "
+            f"{report['peak_rss'] / 1e6:.0f} MB, reached while {report.get('peak_phase') or '?'}"
+        )
+        return rows
     finally:
         ctx.cleanup(root)
 

@@ -85,8 +85,11 @@ def hash_files(paths: Sequence[Path], workers: int | None = None) -> list[tuple[
         return [(i.sha, i.size) for i in pool.map(lambda p: identify(p, None), paths)]
 
 
-def _service(storage: Path, max_age_seconds: float | None = None) -> Any:
-    """The manager's core for one storage, wired as the server wires it."""
+def open_core(storage: Path, max_age_seconds: float | None = None) -> Any:
+    """The manager's core for one storage (a ShamanService), wired as the server wires it.
+
+    Made outside the timed region: setting it up is not part of a checkout or a sweep.
+    """
     try:
         from manager_plugin.config import Config
         from manager_plugin.service import ShamanService
@@ -100,14 +103,14 @@ def _service(storage: Path, max_age_seconds: float | None = None) -> Any:
     return service
 
 
-def checkout(storage: Path, checkout_path: str, files: Sequence[tuple[str, int, str]]) -> str:
+def checkout(core: Any, checkout_path: str, files: Sequence[tuple[str, int, str]]) -> str:
     """CheckoutBuilder.create over (sha, size, path) files; the checkout path used."""
     from manager_plugin.models import FileSpec
 
-    service = _service(storage)
-    return service.checkouts.create(checkout_path, [FileSpec(*f) for f in files])
+    specs = [FileSpec(*f) for f in files]
+    return core.checkouts.create(checkout_path, specs)
 
 
-def gc_sweep(storage: Path, max_age_seconds: float) -> str:
-    """One garbage collection sweep of the storage (GarbageCollector.sweep); its summary."""
-    return _service(storage, max_age_seconds).collect_garbage().summary()
+def gc_sweep(core: Any, dry_run: bool = False) -> str:
+    """One garbage collection sweep (GarbageCollector.sweep); its summary."""
+    return core.collect_garbage(dry_run=dry_run).summary()

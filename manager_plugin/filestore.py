@@ -13,6 +13,7 @@ and in GC) can tell a live upload from the leftover of a crash: stale means
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import hashlib
 import logging
@@ -46,6 +47,11 @@ BATCH_SIZE = 2 * 1024 * 1024  # network chunks are gathered into buffers this bi
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 Reader = Callable[[int], Awaitable[bytes]]
+
+# Hashing and writing of upload buffers; two threads per upload in flight.
+_IO_POOL = concurrent.futures.ThreadPoolExecutor(
+    max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="shaman-upload"
+)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -213,12 +219,11 @@ class FileStore:
                 del self._uploads[key]
 
     async def _receive(self, sha: str, size: int, read: Reader, other: _Upload | None) -> None:
-        loop = asyncio.get_running_loop()
         final = self.blob_path(sha, size)
         fd, temp = await asyncio.to_thread(self._open_temp, sha, size)
         hasher = hashlib.sha256()
         received = 0
-        pending: asyncio.Future[bool] | None = None
+        pending: _BufferJob | None = None
         try:
             limit = size + 1  # read one byte past the declared size to detect overlong bodies
             while True:
@@ -231,7 +236,7 @@ class FileStore:
                         eof = True
                         break
                     buf += chunk
-                if pending is not None and await pending:
+                if pending is not None and await pending.result():
                     raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
                 pending = None
                 if other is not None and other.done.is_set() and other.stored:
@@ -240,12 +245,12 @@ class FileStore:
                 if received > size:
                     raise SizeMismatch(f"body is longer than the declared size {size}")
                 if buf:
-                    pending = loop.run_in_executor(None, _hash_write, fd, hasher, buf, final)
+                    pending = _BufferJob(hasher, fd, buf, final)
                 if eof:
                     break
                 # Not at the end yet; once `size` bytes are in, the next read must see EOF.
             if pending is not None:
-                if await pending:
+                if await pending.result():
                     raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
                 pending = None
             if received != size:
@@ -259,11 +264,8 @@ class FileStore:
                 raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
         except BaseException as exc:
             if pending is not None:
-                # Let the worker finish with fd before closing it.
-                try:
-                    await asyncio.shield(pending)
-                except BaseException:  # the original error matters more
-                    pass
+                # The workers must be done with fd before it is closed.
+                await asyncio.shield(asyncio.to_thread(pending.settle))
             if fd >= 0:
                 await asyncio.to_thread(_discard, fd, temp)
             if is_disk_full(exc):
@@ -398,18 +400,39 @@ class FileStore:
         return removed
 
 
-def _hash_write(fd: int, hasher: hashlib._Hash, buf: bytearray, final: str) -> bool:
-    """Worker-thread part of receiving: hash and write one buffer.
+def _write_all(fd: int, buf: bytearray, final: str) -> bool:
+    """Worker-thread part of receiving: write one buffer.
 
     Returns True if the final blob appeared meanwhile (someone else stored it), so
     the caller can stop early; checking here keeps the stat off the event loop.
     """
-    hasher.update(buf)
     view = memoryview(buf)
     while view:
         written = os.write(fd, view)
         view = view[written:]
     return os.path.exists(final)
+
+
+class _BufferJob:
+    """One buffer being hashed and written at once by two pool threads.
+
+    Both release the GIL (hashlib for big buffers, os.write), so they overlap with
+    each other and with the event loop reading the next buffer.
+    """
+
+    def __init__(self, hasher: hashlib._Hash, fd: int, buf: bytearray, final: str) -> None:
+        self.hashing = _IO_POOL.submit(hasher.update, buf)
+        self.writing = _IO_POOL.submit(_write_all, fd, buf, final)
+
+    async def result(self) -> bool:
+        """Wait for both; True if the blob appeared meanwhile (see `_write_all`)."""
+        await asyncio.wait({asyncio.wrap_future(self.hashing), asyncio.wrap_future(self.writing)})
+        self.hashing.result()
+        return self.writing.result()
+
+    def settle(self) -> None:
+        """Block until both threads are done, whatever happened (for cleanup)."""
+        concurrent.futures.wait([self.hashing, self.writing])
 
 
 def _discard(fd: int, temp: str) -> None:

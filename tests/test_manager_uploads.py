@@ -132,8 +132,9 @@ def test_client_disconnect_mid_upload_leaves_no_temp_and_no_blob(manager):
     assert wait_for(lambda: len(temps(manager)) == 1)
     sock.close()
     assert wait_for(lambda: temps(manager) == [])
+    # The upload unregisters itself just after removing its temp file.
+    assert wait_for(lambda: status_of(manager, data) == "unknown")
     assert blobs(manager) == []
-    assert status_of(manager, data) == "unknown"
 
 
 def test_stalled_body_is_answered_408_and_discarded(manager_factory):

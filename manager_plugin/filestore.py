@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import hashlib
 import logging
@@ -314,10 +315,12 @@ class FileStore:
             try:
                 fd = os.open(temp, flags, 0o600)
             except FileNotFoundError:
-                # GC may remove empty directories between our makedirs and open.
-                os.makedirs(directory, exist_ok=True)
                 if attempt == 4:
                     raise
+                # Finished uploads and GC prune empty directories, also halfway through
+                # our makedirs (parent gone before its child is made): just try again.
+                with contextlib.suppress(FileNotFoundError):
+                    os.makedirs(directory, exist_ok=True)
                 continue
             except OSError as exc:
                 if is_disk_full(exc):
@@ -348,10 +351,12 @@ class FileStore:
                 except FileExistsError:
                     return False
                 except FileNotFoundError:
-                    # Parent missing (first blob of this sha, or GC just removed it).
-                    os.makedirs(parent, exist_ok=True)
                     if attempt == 4:
                         raise
+                    # Parent missing (first blob of this sha, or GC just removed it,
+                    # possibly halfway through our makedirs): try again.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.makedirs(parent, exist_ok=True)
             with self._count_lock:
                 self.blobs_written += 1
                 self.bytes_written += size

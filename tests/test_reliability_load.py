@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 from flamenco_shaman.engine import Submission, SubmitOptions, SubmitResult
 from reliability_helpers import (
     ManagerProcess,
@@ -187,3 +188,32 @@ def test_twenty_engine_submissions_twice_in_a_row_write_each_blob_once(
     stored = list((mgr.store / "stored").rglob("*.blob"))
     assert len(written) == len(stored)
     assert max(written.values()) == 1
+
+
+# --- many uploads into one directory ---------------------------------------------------------
+
+
+def test_concurrent_uploads_into_one_sha_prefix_directory_all_succeed(tmp_path: Path) -> None:
+    """Uploads whose checksums share the first two hex digits share `uploading/xx/` and
+    `stored/xx/`; finished uploads prune empty directories while others create theirs."""
+    rng = random.Random(SEED + 2)
+    blobs: list[tuple[str, bytes]] = []
+    while len(blobs) < 800:
+        data = rng.randbytes(64)
+        sha = hashlib.sha256(data).hexdigest()
+        if sha.startswith("aa"):
+            blobs.append((sha, data))
+    mgr = ManagerProcess(tmp_path / "storage").start()
+    try:
+
+        def upload(item: tuple[str, bytes]) -> int:
+            sha, data = item
+            url = f"{mgr.url}api/v3/shaman/files/{sha}/{len(data)}"
+            return requests.post(url, data=data, timeout=60).status_code
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = Counter(pool.map(upload, blobs))
+        assert statuses == {204: len(blobs)}, mgr.log_text()
+        assert verify_store(mgr.store) == []
+    finally:
+        mgr.stop()

@@ -7,16 +7,21 @@ Prints one JSON line: the SubmitResult's counters and this process's peak RSS.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import targets
+from .rss import vm_hwm
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """This process's peak RSS. VmHWM where there is /proc: ru_maxrss also counts the RSS
+    of the process that forked us (Linux folds the pre-exec memory into it)."""
+    hwm = vm_hwm(os.getpid())
+    return hwm or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 class PeakByPhase(targets.PhaseClock):

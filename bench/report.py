@@ -56,10 +56,21 @@ def machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
         "ram_gib": round(mem_total / 2**30, 1),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}",
     }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 _COLUMNS = ("scenario", "figure", "baseline", "ratio", "target", "result")

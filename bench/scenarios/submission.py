@@ -42,22 +42,31 @@ def run_first(ctx: Context) -> list[Row]:
     root = ctx.workdir("first")
     try:
         n, size = ctx.scale.first_files, ctx.scale.first_file_size
-        ours = make_project(root / "ours", tree_paths(n), [size] * n)
-        # An identical copy for the baseline, so that no per-path cache the engine keeps
-        # can make the second run look faster than the first.
-        shutil.copytree(ours.root, root / "base")
-        base = Project(root / "base", root / "base" / ours.blend.name, ours.paths, ours.sizes)
-
-        with ManagerProcess(root / "storage-ours", root / "ours.log") as manager:
-            ours_s, result, ours_phases = _timed_submit(ours.blend, manager.url, "bench/first")
-        _check_complete(result, ours)
-        if result.files_uploaded != ours.file_count:
-            raise AssertionError(f"uploaded {result.files_uploaded} of {ours.file_count} files")
-        with ManagerProcess(root / "storage-base", root / "base.log") as manager:
-            base_s, base_result, base_phases = _timed_submit(
-                base.blend, manager.url, "bench/first", uploads=1
-            )
-        _check_complete(base_result, base)
+        ours = make_project(root / "ours-0", tree_paths(n), [size] * n)
+        best: dict[str, tuple[float, str]] = {}
+        # Alternating, best of two each, every run on its own identical copy of the project
+        # and its own empty storage: no per-path checksum cache and no stored blob carries
+        # over, so each one is a true first submission.
+        for i in range(2):
+            for kind, uploads in (("ours", None), ("base", 1)):
+                copy = root / f"{kind}-{i}"
+                if not copy.exists():
+                    shutil.copytree(ours.root, copy)
+                project = Project(copy, copy / ours.blend.name, ours.paths, ours.sizes)
+                storage = root / f"storage-{kind}-{i}"
+                with ManagerProcess(storage, root / f"{kind}-{i}.log") as manager:
+                    seconds, result, phases = _timed_submit(
+                        project.blend, manager.url, "bench/first", uploads=uploads
+                    )
+                _check_complete(result, project)
+                if result.files_uploaded != project.file_count:
+                    raise AssertionError(
+                        f"uploaded {result.files_uploaded} of {project.file_count} files"
+                    )
+                if kind not in best or seconds < best[kind][0]:
+                    best[kind] = (seconds, phases)
+                ctx.cleanup(storage)
+        (ours_s, ours_phases), (base_s, base_phases) = best["ours"], best["base"]
         floor_s = create_files(root / "floor", ours.paths, b"x" * size)
 
         rate = ours.file_count / ours_s
@@ -75,6 +84,7 @@ def run_first(ctx: Context) -> list[Row]:
                 notes=[
                     f"whole pipeline (trace, hash, negotiate, upload, checkout); blend "
                     f"{human_bytes(ours.blend.stat().st_size)} with one image datablock per file",
+                    "best of 2 each, alternating; "
                     "baseline = SubmitOptions(uploads=1): one connection, one POST per file in "
                     "sequence like Flamenco's add-on; the engine has no upload batching to turn "
                     "off (the protocol has none); its requirements requests (2,000 files each) "
@@ -105,12 +115,18 @@ def run_resubmit(ctx: Context) -> list[Row]:
         with ManagerProcess(root / "storage", root / "manager.log") as manager:
             first_s, first, _ = _timed_submit(project.blend, manager.url, "bench/resub-0")
             _check_complete(first, project)
-            resub_s, resub, resub_phases = _timed_submit(
-                project.blend, manager.url, "bench/resub-1"
-            )
-            _check_complete(resub, project)
-            pack_s = bat_pack(project.root, project.blend, root / "packed")
-            ctx.cleanup(root / "packed")
+            resub_s = pack_s = float("inf")
+            for i in range(2):  # alternating, best of two each
+                seconds, resub, phases = _timed_submit(
+                    project.blend, manager.url, f"bench/resub-1-{i}"
+                )
+                _check_complete(resub, project)
+                if resub.bytes_uploaded:
+                    raise AssertionError(f"resubmission uploaded {resub.bytes_uploaded} bytes")
+                if seconds < resub_s:
+                    resub_s, resub_phases = seconds, phases
+                pack_s = min(pack_s, bat_pack(project.root, project.blend, root / f"packed-{i}"))
+                ctx.cleanup(root / f"packed-{i}")
             links = [(str(project.root / p), p) for p in paths]
             floor_s = symlink_tree(root / "floor", [*links, (str(project.blend), "scene.blend")])
 
@@ -135,7 +151,8 @@ def run_resubmit(ctx: Context) -> list[Row]:
                 passed=resub_ok,
                 notes=[
                     f"first submission of this project took {first_s:.2f} s "
-                    f"({human_bytes(first.bytes_uploaded)} uploaded); files in page cache",
+                    f"({human_bytes(first.bytes_uploaded)} uploaded); files in page cache; "
+                    "best of 2 each, alternating",
                     f"phases: {resub_phases}",
                     f"disk floor: a bare os.symlink loop making the checkout's "
                     f"{project.file_count:,} links takes {floor_s:.2f} s",

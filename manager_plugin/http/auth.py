@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from ..config import Config
 from ..errors import ShamanDisabled, Unauthorized
 
 _PUBLIC_ATTR = "_shaman_public"
@@ -31,6 +32,14 @@ def check_token(expected: str, authorization: str | None) -> bool:
     return hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
+def ensure_access(config: Config, authorization: str | None) -> None:
+    """Raise ShamanDisabled or Unauthorized unless this request may use Shaman."""
+    if not config.shaman_enabled:
+        raise ShamanDisabled("Shaman is disabled in this manager's configuration")
+    if config.token is not None and not check_token(config.token, authorization):
+        raise Unauthorized("missing or wrong bearer token")
+
+
 def guard_middleware_for(service_key: web.AppKey) -> object:
     """Build the middleware; takes the app key so it works inside a sub-application."""
 
@@ -41,13 +50,7 @@ def guard_middleware_for(service_key: web.AppKey) -> object:
         match = request.match_info
         if match.http_exception is not None or getattr(match.handler, _PUBLIC_ATTR, False):
             return await handler(request)
-        config = request.config_dict[service_key].config
-        if not config.shaman_enabled:
-            raise ShamanDisabled("Shaman is disabled in this manager's configuration")
-        if config.token is not None and not check_token(
-            config.token, request.headers.get("Authorization")
-        ):
-            raise Unauthorized("missing or wrong bearer token")
+        ensure_access(request.config_dict[service_key].config, request.headers.get("Authorization"))
         return await handler(request)
 
     return guard_middleware

@@ -38,14 +38,13 @@ from ..errors import (
     InvalidRequest,
     MissingFiles,
     MustDefer,
-    ShamanDisabled,
     ShamanError,
     Unauthorized,
 )
 from ..models import FileSpec, FileStatus
 from ..paths import parse_size, validate_checksum, validate_path
 from ..service import ShamanService
-from .auth import check_token, public
+from .auth import ensure_access, public
 from .bodies import header_is_true, read_body
 
 log = logging.getLogger(__name__)
@@ -108,14 +107,8 @@ def _guarded(service: ShamanService, handler: Handler) -> Handler:
     """
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        config = service.config
         try:
-            if not config.shaman_enabled:
-                raise ShamanDisabled("Shaman is disabled in this manager's configuration")
-            if config.token is not None and not check_token(
-                config.token, request.headers.get("Authorization")
-            ):
-                raise Unauthorized("missing or wrong bearer token")
+            ensure_access(service.config, request.headers.get("Authorization"))
             return await handler(request)
         except ShamanError as exc:
             return _error_response(exc)

@@ -183,12 +183,4 @@ class FLAMENCO_SHAMAN_OT_copy_farm_path(bpy.types.Operator):
 
 classes = (FLAMENCO_SHAMAN_OT_submit, FLAMENCO_SHAMAN_OT_cancel, FLAMENCO_SHAMAN_OT_copy_farm_path)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

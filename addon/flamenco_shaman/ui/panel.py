@@ -90,12 +90,4 @@ def _draw_result(layout: bpy.types.UILayout, context: bpy.types.Context) -> None
 
 classes = (FLAMENCO_SHAMAN_PT_submit,)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

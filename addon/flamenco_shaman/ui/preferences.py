@@ -102,12 +102,4 @@ class FLAMENCO_SHAMAN_OT_check_connection(bpy.types.Operator):
 
 classes = (FLAMENCO_SHAMAN_OT_check_connection, FLAMENCO_SHAMAN_AP_preferences)
 
-
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

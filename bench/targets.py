@@ -103,11 +103,15 @@ def open_core(storage: Path, max_age_seconds: float | None = None) -> Any:
     return service
 
 
-def checkout(core: Any, checkout_path: str, files: Sequence[tuple[str, int, str]]) -> str:
-    """CheckoutBuilder.create over (sha, size, path) files; the checkout path used."""
+def file_specs(files: Sequence[tuple[str, int, str]]) -> list[Any]:
+    """(sha, size, path) tuples as the core's FileSpec values (what the HTTP layer passes)."""
     from manager_plugin.models import FileSpec
 
-    specs = [FileSpec(*f) for f in files]
+    return [FileSpec(*f) for f in files]
+
+
+def checkout(core: Any, checkout_path: str, specs: Sequence[Any]) -> str:
+    """CheckoutBuilder.create over FileSpecs (see file_specs); the checkout path used."""
     return core.checkouts.create(checkout_path, specs)
 
 

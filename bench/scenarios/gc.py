@@ -32,7 +32,7 @@ def run(ctx: Context) -> list[Row]:
             chunk = range(c * per, min(n_links, (c + 1) * per))
             paths = tree_paths(len(chunk), prefix=f"shot{c:02d}", per_dir=1000, ext=".exr")
             files = [(*live[i % len(live)], p) for i, p in zip(chunk, paths, strict=True)]
-            targets.checkout(core, f"bench/gc-{c:02d}", files)
+            targets.checkout(core, f"bench/gc-{c:02d}", targets.file_specs(files))
         # Everything older than maxAge, so each blob's fate rests on the link check.
         age_blobs(storage, blobs, time.time() - 2 * MAX_AGE)
 

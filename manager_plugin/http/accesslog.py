@@ -9,6 +9,9 @@ from aiohttp import web
 
 access_log = logging.getLogger("manager_plugin.http.access")
 
+# A handler may store more for its log line here (e.g. a batch's record count).
+LOG_EXTRA: web.RequestKey[str] = web.RequestKey("shaman_log_extra", str)
+
 
 @web.middleware
 async def access_log_middleware(
@@ -27,6 +30,7 @@ async def access_log_middleware(
         elapsed_ms = (time.perf_counter() - started) * 1000
         original = request.headers.get("X-Shaman-Original-Filename")
         extra = f" file={original!r}" if original else ""
+        extra += request.get(LOG_EXTRA, "")
         access_log.info(
             "%s %s %d in=%d out=%d %.1fms%s",
             request.method,

@@ -17,6 +17,7 @@ from ..config import Config
 from ..service import ShamanService
 from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
+from .batch import setup_batch_routes
 from .errors import error_middleware
 from .legacy import setup_legacy_routes
 from .openapi import add_openapi_route
@@ -32,6 +33,7 @@ RouteSetup = Callable[[web.Application, ShamanService], None]
 # Every set of routes the server speaks. Add one line per protocol.
 ROUTE_SETS: list[RouteSetup] = [
     setup_flamenco_routes,
+    setup_batch_routes,
     setup_legacy_routes,
 ]
 

@@ -160,6 +160,34 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["checkoutPath"],
         "properties": {"checkoutPath": {"type": "string"}},
     },
+    "ShamanBatchUploadResult": {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "array",
+                "description": "One entry per record of the request, in order.",
+                "items": {
+                    "type": "object",
+                    "required": ["sha", "size", "status"],
+                    "properties": {
+                        "sha": {"type": "string", "pattern": SHA_PATTERN},
+                        "size": _SIZE,
+                        "status": {
+                            "type": "string",
+                            "enum": ["stored", "exists", "rejected"],
+                            "description": (
+                                "`stored`: written by this request; `exists`: was already "
+                                "stored; `rejected`: the bytes do not match the checksum, "
+                                "nothing was stored for it."
+                            ),
+                        },
+                        "message": {"type": "string", "description": "Why it was rejected."},
+                    },
+                },
+            }
+        },
+    },
     "ShamanSingleFileStatus": {
         "type": "object",
         "required": ["status"],
@@ -295,6 +323,40 @@ _PATHS: dict[str, Any] = {
                 },
             }
         ),
+    },
+    "/api/v3/shaman/batch-upload": {
+        "post": _shaman_op(
+            {
+                "operationId": "shamanBatchUpload",
+                "summary": "Upload many small files in one streamed request (extension).",
+                "description": (
+                    "Not part of Flamenco: clients fall back to `files/{checksum}/{filesize}` "
+                    "when this answers 404. The body is a sequence of records, each an ASCII "
+                    "line `<sha256 hex> <size>\\n` followed by exactly `size` bytes; at most "
+                    "10,000 records of at most 4 MiB each. When the stream is malformed, the "
+                    "complete records before the bad one are still stored."
+                ),
+                "requestBody": {
+                    # An empty body is a batch of zero records.
+                    "required": False,
+                    "content": {
+                        "application/x-shaman-batch": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _ok("One result per record, in order.", "ShamanBatchUploadResult"),
+                    "400": _error(
+                        "A malformed stream: a bad header line, a truncated record, a record "
+                        "over 4 MiB or more than 10,000 records; the message names the record."
+                    ),
+                    "408": _error("The body stalled longer than the server's read timeout."),
+                    "411": _error("The request has no Content-Length and is not chunked."),
+                    "507": _error("The storage is full; the current group was not stored."),
+                },
+            }
+        )
     },
     OPENAPI_PATH: {
         "get": {

@@ -1,0 +1,215 @@
+"""Batch uploads (our extension) over real HTTP: many small files in one request."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from manager_plugin.batchupload import MAX_RECORD_SIZE, MAX_RECORDS
+
+BATCH = "api/v3/shaman/batch-upload"
+CONTENT_TYPE = {"Content-Type": "application/x-shaman-batch"}
+
+
+def ident(data: bytes) -> tuple[str, int]:
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def record(data: bytes, sha: str | None = None, size: int | None = None) -> bytes:
+    real_sha, real_size = ident(data)
+    return f"{sha or real_sha} {real_size if size is None else size}\n".encode() + data
+
+
+def post(manager, body: bytes, **kw: object) -> requests.Response:
+    headers = {**CONTENT_TYPE, **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return requests.post(manager.api(BATCH), data=body, headers=headers, timeout=30, **kw)
+
+
+def files_in(directory: Path) -> list[Path]:
+    return [Path(d, name) for d, _dirs, names in os.walk(directory) for name in names]
+
+
+def temps(manager) -> list[Path]:
+    return files_in(manager.store / "uploading")
+
+
+def blob(manager, data: bytes) -> Path:
+    sha, size = ident(data)
+    return manager.store / "stored" / sha[:2] / sha[2:] / f"{size}.blob"
+
+
+def small_files(count: int, tag: str = "") -> list[bytes]:
+    return [f"{tag} small file {i}\n".encode() * (i % 7 + 1) for i in range(count)]
+
+
+def test_batch_stores_every_record_and_answers_in_order(manager):
+    files = [*small_files(300), b"", os.urandom(300_000)]
+    resp = post(manager, b"".join(record(d) for d in files))
+    assert resp.status_code == 200
+    answer = resp.json()["files"]
+    assert [(a["sha"], a["size"]) for a in answer] == [ident(d) for d in files]
+    assert {a["status"] for a in answer} == {"stored"}
+    for data in files:
+        assert blob(manager, data).read_bytes() == data
+        assert not os.access(blob(manager, data), os.W_OK) or os.geteuid() == 0
+        assert blob(manager, data).stat().st_mode & 0o777 == 0o444
+    assert temps(manager) == []
+
+
+def test_empty_batch_is_zero_records(manager):
+    resp = post(manager, b"")
+    assert resp.status_code == 200
+    assert resp.json() == {"files": []}
+
+
+def test_already_stored_record_is_exists(manager):
+    files = small_files(5)
+    post(manager, record(files[1]))
+    answer = post(manager, b"".join(record(d) for d in files)).json()["files"]
+    assert [a["status"] for a in answer] == ["stored", "exists", "stored", "stored", "stored"]
+
+
+def test_same_file_twice_in_one_batch_is_stored_then_exists(manager):
+    data = b"twice"
+    answer = post(manager, record(data) + record(data)).json()["files"]
+    assert [a["status"] for a in answer] == ["stored", "exists"]
+
+
+def test_wrong_checksum_record_is_rejected_and_the_others_stored(manager):
+    good1, bad, good2 = b"first", b"second", b"third"
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    resp = post(manager, record(good1) + record(bad, sha=wrong) + record(good2))
+    assert resp.status_code == 200
+    answer = resp.json()["files"]
+    assert [a["status"] for a in answer] == ["stored", "rejected", "stored"]
+    assert "SHA-256" in answer[1]["message"]
+    assert blob(manager, good1).exists() and blob(manager, good2).exists()
+    assert not (manager.store / "stored" / wrong[:2] / wrong[2:]).exists()
+    assert manager.service.store.blobs_written == 2
+    assert temps(manager) == []
+
+
+def assert_malformed(resp: requests.Response, *words: str) -> None:
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["code"] == 400
+    for word in words:
+        assert word in body["message"]
+
+
+def test_oversized_record_is_400_naming_it_and_earlier_records_stay(manager):
+    first = b"verified before the bad record"
+    big = MAX_RECORD_SIZE + 1
+    body = record(first) + f"{'a' * 64} {big}\n".encode() + b"x" * 1000
+    resp = post(manager, body)
+    assert_malformed(resp, "record 1", str(MAX_RECORD_SIZE))
+    assert blob(manager, first).read_bytes() == first
+    assert temps(manager) == []
+
+
+def test_truncated_record_is_400_and_leaves_no_temp(manager):
+    first, second = b"complete record", b"this one is cut short"
+    body = record(first) + record(second)[:-5]
+    resp = post(manager, body)
+    assert_malformed(resp, "record 1", "ends after")
+    assert blob(manager, first).exists()
+    assert not blob(manager, second).exists()
+    assert temps(manager) == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"nothex 5\n", b"%s\n" % (b"a" * 64), b"%s -5\n" % (b"a" * 64), b"%s 5 x\n" % (b"a" * 64)],
+    ids=["bad-sha", "no-size", "negative-size", "extra-field"],
+)
+def test_malformed_header_is_400_naming_the_record(manager, header: bytes):
+    first = b"fine"
+    resp = post(manager, record(first) + header + b"12345")
+    assert_malformed(resp, "record 1")
+    assert blob(manager, first).exists()
+    assert temps(manager) == []
+
+
+def test_overlong_header_line_is_400(manager):
+    resp = post(manager, b"a" * 1000 + b" 1\nx")
+    assert_malformed(resp, "record 0", "header line longer")
+
+
+def test_too_many_records_is_400(manager):
+    body = record(b"") * (MAX_RECORDS + 1)
+    resp = post(manager, body)
+    assert_malformed(resp, f"record {MAX_RECORDS}", str(MAX_RECORDS))
+    assert blob(manager, b"").exists()
+    assert temps(manager) == []
+
+
+def test_stalled_batch_gets_408_and_leaves_no_temp(manager_factory):
+    manager = manager_factory(body_read_timeout=0.5)
+    first = record(b"sent in full")
+    head = f"POST /{BATCH} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(first) + 100}\r\n\r\n"
+    host, port = manager.url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head.encode() + first + b"a" * 10)
+        sock.settimeout(10)
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408")
+    assert blob(manager, b"sent in full").exists()
+    assert temps(manager) == []
+
+
+def test_disabled_shaman_answers_503(manager_factory):
+    manager = manager_factory(shaman_enabled=False)
+    resp = post(manager, record(b"x"))
+    assert resp.status_code == 503
+    assert resp.json()["code"] == 503
+
+
+def test_token_is_required_when_configured(manager_factory):
+    manager = manager_factory(token="s3cret")
+    assert post(manager, record(b"x")).status_code == 401
+    ok = post(manager, record(b"x"), headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert ok.json()["files"][0]["status"] == "stored"
+
+
+def test_overlapping_concurrent_batches_write_each_blob_once(manager):
+    shared = small_files(400, "shared")
+    bodies = [
+        b"".join(record(d) for d in [*shared[i * 50 :], *shared[: i * 50], *small_files(20, f"{i}")])
+        for i in range(6)
+    ]
+    answers: list[list[dict[str, object]]] = []
+
+    def send(body: bytes) -> None:
+        resp = post(manager, body)
+        assert resp.status_code == 200
+        answers.append(resp.json()["files"])
+
+    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == len(bodies)
+    distinct = len(shared) + 6 * 20
+    stored = [a for answer in answers for a in answer if a["status"] == "stored"]
+    assert len(stored) == distinct
+    assert len({(a["sha"], a["size"]) for a in stored}) == distinct
+    assert manager.service.store.blobs_written == distinct
+    assert len(files_in(manager.store / "stored")) == distinct
+    assert temps(manager) == []
+
+
+def test_access_log_line_counts_the_records(manager, caplog):
+    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
+        post(manager, b"".join(record(d) for d in small_files(12)))
+    lines = [r.getMessage() for r in caplog.records if "batch-upload" in r.getMessage()]
+    assert len(lines) == 1
+    assert "records=12" in lines[0]

@@ -181,10 +181,9 @@ def test_token_is_required_when_configured(manager_factory):
 
 def test_overlapping_concurrent_batches_write_each_blob_once(manager):
     shared = small_files(400, "shared")
-    bodies = [
-        b"".join(record(d) for d in [*shared[i * 50 :], *shared[: i * 50], *small_files(20, f"{i}")])
-        for i in range(6)
-    ]
+    # Each client sends all shared files (from its own starting point) plus 20 of its own.
+    orders = [[*shared[i * 50 :], *shared[: i * 50], *small_files(20, f"{i}")] for i in range(6)]
+    bodies = [b"".join(record(d) for d in order) for order in orders]
     answers: list[list[dict[str, object]]] = []
 
     def send(body: bytes) -> None:

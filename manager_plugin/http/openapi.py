@@ -342,7 +342,11 @@ _PATHS: dict[str, Any] = {
                     "content": {
                         "application/x-shaman-batch": {
                             "schema": {"type": "string", "format": "binary"}
-                        }
+                        },
+                        # The same body; the server does not look at the Content-Type.
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
                     },
                 },
                 "responses": {

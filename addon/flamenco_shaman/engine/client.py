@@ -134,6 +134,32 @@ class ManagerClient:
             message = _message(response) if response.status_code >= 300 else ""
         return response.status_code, message
 
+    def upload_batch(self, body: Iterable[bytes]) -> tuple[int, list[dict[str, Any]], str]:
+        """POST shaman/batch-upload (our extension) with a streamed body of records.
+
+        Returns (status, per-record results, message); the results are only there on
+        200. Raises UploadInterrupted on a transport error, like upload().
+        """
+        try:
+            response = self.session.post(
+                f"{self.api}shaman/batch-upload",
+                data=body,
+                headers={"Content-Type": "application/x-shaman-batch"},
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except requests.RequestException as ex:
+            raise UploadInterrupted(str(ex)) from ex
+        with response:
+            if response.status_code != 200:
+                return response.status_code, [], _message(response)
+            try:
+                files = response.json()["files"]
+            except (ValueError, KeyError, TypeError):
+                files = None
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise SubmitError("the manager sent an unreadable answer to a batch upload")
+        return 200, files, ""
+
     def create_checkout(self, files: Iterable[dict[str, Any]], checkout_path: str) -> str:
         """POST checkout/create; the checkout path the manager actually used."""
         response = self._send(

@@ -19,6 +19,10 @@ class SubmitOptions:
     exclude: Sequence[str] = ()  # glob patterns, matched by BAT against absolute paths
     hash_workers: int | None = None  # default: os.cpu_count()
     uploads: int = 4  # parallel upload connections
+    # Small files go many to a request when the manager has our batch extension
+    # (falls back to one request per file otherwise); False = Flamenco's way only.
+    batch_uploads: bool = True
+    batch_max_file_size: int = 1 << 20  # bytes; bigger files always get their own request
     token: str | None = None  # sent as "Authorization: Bearer <token>"
     pack_blend_name: str | None = None  # file name of the blend in the checkout (same folder)
 

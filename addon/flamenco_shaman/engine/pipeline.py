@@ -8,7 +8,10 @@ Threads:
   deferred ('uploading' answers, 425, exhausted retries, changed files): ask again,
   upload 'unknown' first and 'uploading' last, the last round without permission to
   defer;
-- N upload workers, each with its own connection, stream files to the manager.
+- N upload workers, each with its own connection, stream files to the manager: small
+  'unknown' files many to a request when the manager has the batch extension (the
+  first 404/405 switches that off for the rest of the submission), the others one
+  request per file.
 Any error or cancel sets one stop flag that every loop checks.
 """
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batching import SERVER_MAX_FILE_SIZE, BatchBody, split_batches
 from .cache import ChecksumCache
 from .client import ManagerClient, UploadInterrupted
 from .errors import SubmitCancelled, SubmitError
@@ -84,6 +88,7 @@ class Pipeline:
         cancel: threading.Event,
         hash_workers: int | None = None,
         uploads: int = 4,
+        batch_max_file_size: int = -1,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -105,6 +110,9 @@ class Pipeline:
         self._upload_cond = threading.Condition()
         self._upload_outstanding = 0
         self._deferred: set[Key] = set()
+        # Files up to this size go in batch requests; -1: never (one request per file).
+        self._batch_max = min(batch_max_file_size, SERVER_MAX_FILE_SIZE)
+        self._batching = batch_max_file_size >= 0
         self._workers = [
             threading.Thread(target=self._upload_worker, name=f"shaman-upload-{i}", daemon=True)
             for i in range(max(1, uploads))
@@ -319,15 +327,17 @@ class Pipeline:
     def _negotiate_streaming(self, blobs: list[Blob]) -> None:
         """First round: unknown files go to the uploaders now, 'uploading' ones wait."""
         answer = self._ask(blobs)
+        unknown = []
         for blob in blobs:
             status = answer.get((blob.sha, blob.size))
             if status == "unknown":
-                self._queue_upload(blob, can_defer=True)
+                unknown.append(blob)
             elif status is not None:
                 with self._lock:
                     self._deferred.add((blob.sha, blob.size))
             else:
                 self._settle(blob)
+        self._queue_unknown(unknown, can_defer=True)
 
     def _rounds(self, pending: set[Key], first_round: int) -> None:
         """Later rounds: ask again about deferred files, upload unknown first, uploading last."""
@@ -346,14 +356,16 @@ class Pipeline:
             can_defer = rnd < MAX_ROUNDS
             answer = self._ask(blobs)
             later = []
+            unknown = []
             for blob in blobs:
                 status = answer.get((blob.sha, blob.size))
                 if status == "unknown":
-                    self._queue_upload(blob, can_defer=can_defer)
+                    unknown.append(blob)
                 elif status is not None:
                     later.append(blob)
                 else:
                     self._settle(blob)
+            self._queue_unknown(unknown, can_defer=can_defer)
             self._wait_uploads()
             for blob in later:
                 self._queue_upload(blob, can_defer=can_defer)
@@ -397,10 +409,20 @@ class Pipeline:
 
     # --- uploading -----------------------------------------------------------------
 
-    def _queue_upload(self, blob: Blob, *, can_defer: bool) -> None:
+    def _queue_upload(self, blob: Blob | list[Blob], *, can_defer: bool) -> None:
+        """Queue one file, or a list of small files for one batch request."""
         with self._upload_cond:
             self._upload_outstanding += 1
         self._uploads.put((blob, can_defer))
+
+    def _queue_unknown(self, blobs: list[Blob], *, can_defer: bool) -> None:
+        """Small files in batches (while the manager takes them), the others one by one."""
+        small = [b for b in blobs if self._batching and b.size <= self._batch_max]
+        for batch in split_batches(small, lambda b: b.size):
+            self._queue_upload(batch, can_defer=can_defer)
+        for blob in blobs:
+            if not (self._batching and blob.size <= self._batch_max):
+                self._queue_upload(blob, can_defer=can_defer)
 
     def _wait_uploads(self) -> None:
         with self._upload_cond:
@@ -416,7 +438,11 @@ class Pipeline:
                     return
                 blob, can_defer = item
                 try:
-                    if not self._stopping():
+                    if self._stopping():
+                        pass
+                    elif isinstance(blob, list):
+                        self._guard(self._upload_batch, client, blob, can_defer)
+                    else:
                         self._guard(self._upload, client, blob, can_defer)
                 finally:
                     with self._upload_cond:
@@ -502,6 +528,88 @@ class Pipeline:
             if status in (401, 403):
                 raise SubmitError(f"the manager refused the upload of {name} ({status})")
             raise SubmitError(f"the manager answered {status} to the upload of {name}: {message}")
+
+    def _upload_batch(self, client: ManagerClient, blobs: list[Blob], can_defer: bool) -> None:
+        """Send small files in one batch request; per file when the manager lacks batching."""
+        attempt = 0
+        while blobs and not self._stopping():
+            if not self._batching:
+                for blob in blobs:
+                    self._queue_upload(blob, can_defer=can_defer)
+                return
+            files = []
+            for blob in blobs:
+                source = self._source_for(blob)  # changed files are re-hashed and deferred
+                if source is not None:
+                    files.append((blob, source.source, blob.sha, blob.size, source.mtime_ns))
+            if not files:
+                return
+            body = BatchBody(files, cancel=self._stop, on_bytes=self._tracker.streamed)
+            try:
+                status, results, message = client.upload_batch(body)
+            except UploadCancelled:
+                raise SubmitCancelled() from None
+            except UploadInterrupted as ex:
+                status, results, message = 0, [], str(ex)
+            finally:
+                if body.streamed:
+                    self._tracker.streamed(-body.streamed, "")
+            if status == 200:
+                self._batch_answered(body, results, can_defer)
+                return
+            if status in (404, 405):
+                # A manager without our extension (Flamenco's own, or an older one).
+                log.info("the manager has no batch uploads (%s); one request per file", status)
+                self._batching = False
+                continue
+            if status == 0 or status >= 500:
+                if attempt < len(UPLOAD_RETRY_DELAYS):
+                    self._sleep(UPLOAD_RETRY_DELAYS[attempt])
+                    attempt += 1
+                    continue
+                log.info("giving up on a batch of %d for this round: %s", len(blobs), message)
+                with self._lock:
+                    self._deferred.update((b.sha, b.size) for b in blobs)
+                return
+            if status in (401, 403):
+                raise SubmitError(f"the manager refused a batch upload ({status})")
+            raise SubmitError(
+                f"the manager answered {status} to a batch upload of {len(files)} files: {message}"
+            )
+
+    def _batch_answered(
+        self, body: BatchBody[Blob], results: list[dict[str, Any]], can_defer: bool
+    ) -> None:
+        if len(results) != len(body.sent):
+            raise SubmitError(
+                f"the manager answered a batch of {len(body.sent)} files with "
+                f"{len(results)} results"
+            )
+        again = list(body.skipped)  # changed meanwhile: the per-file path re-hashes them
+        for blob, result in zip(body.sent, results, strict=True):
+            if (result.get("sha"), result.get("size")) != (blob.sha, blob.size):
+                raise SubmitError("the manager's batch answer does not match the files sent")
+            status = result.get("status")
+            if status == "stored":
+                self._tracker.uploaded(blob.size)
+                self._settle(blob)
+            elif status == "exists":
+                self._settle(blob)
+            elif status == "rejected":
+                with self._lock:
+                    entries = list(blob.entries)
+                if any(stat_key(e.source) != (e.size, e.mtime_ns) for e in entries):
+                    again.append(blob)
+                    continue
+                name = entries[0].pack_path if entries else blob.sha
+                raise SubmitError(
+                    f"the manager rejected {name}: its bytes do not match their checksum "
+                    f"({result.get('message', 'rejected')})"
+                )
+            else:
+                raise SubmitError(f"the manager sent an unreadable batch status: {status!r}")
+        for blob in again:
+            self._queue_upload(blob, can_defer=can_defer)
 
 
 def _wrap(ex: BaseException) -> SubmitError:

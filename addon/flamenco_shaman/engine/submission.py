@@ -87,6 +87,7 @@ class Submission:
                 cancel=self._cancel,
                 hash_workers=opts.hash_workers,
                 uploads=opts.uploads,
+                batch_max_file_size=opts.batch_max_file_size if opts.batch_uploads else -1,
             )
             # Close order matters: the pipeline stops reading files before BAT deletes
             # its rewritten copies.

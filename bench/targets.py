@@ -56,6 +56,7 @@ def submit(
     *,
     project_root: Path | None = None,
     uploads: int | None = None,
+    batch_uploads: bool | None = None,
     clock: PhaseClock | None = None,
 ) -> Any:
     """Run one Submission to the end; its SubmitResult. `clock` records phase times."""
@@ -68,6 +69,8 @@ def submit(
     }
     if uploads is not None:
         kwargs["uploads"] = uploads
+    if batch_uploads is not None:
+        kwargs["batch_uploads"] = batch_uploads
     opts = engine.SubmitOptions(**kwargs)
     return engine.Submission(opts, progress=clock).run()
 

@@ -74,6 +74,13 @@ class ScriptedManager:
             responses.POST, re.compile(API + r"shaman/files/(\w+)/(\d+)"), callback=self._upload
         )
         rsps.add_callback(responses.POST, API + "shaman/checkout/create", callback=self._create)
+        # Like Flamenco's own manager: no batch-upload extension, so files go one per request.
+        rsps.add(
+            responses.POST,
+            API + "shaman/batch-upload",
+            status=404,
+            json={"code": 404, "message": "Not Found"},
+        )
 
     def _requirements(self, request):
         self.requirement_calls += 1

@@ -28,7 +28,10 @@ Record = tuple[str, int, bytes]
 
 
 class BatchReceiver:
-    """Reads one batch body and stores its records; `records_read` is for the access log."""
+    """Reads one batch body and stores its records.
+
+    `records_read` and `records_stored` (blobs this request wrote) are for the access log.
+    """
 
     def __init__(self, store: FileStore, read: Reader, timeout: float) -> None:
         self._store = store
@@ -37,6 +40,7 @@ class BatchReceiver:
         self._buf = bytearray()
         self._eof = False
         self.records_read = 0
+        self.records_stored = 0
 
     async def run(self) -> list[dict[str, object]]:
         """One result per record, in order: {"sha", "size", "status"[, "message"]}."""
@@ -58,9 +62,7 @@ class BatchReceiver:
                     # Read the next group while this one is written (one group in flight).
                     if committing is not None:
                         results += await committing
-                    committing = asyncio.ensure_future(
-                        asyncio.to_thread(self._store.commit_records, group)
-                    )
+                    committing = asyncio.ensure_future(asyncio.to_thread(self._commit, group))
                     group, group_bytes = [], 0
                 if record is None:
                     break
@@ -74,7 +76,7 @@ class BatchReceiver:
                 if committing is not None:
                     await asyncio.shield(committing)
                 if group:
-                    await asyncio.shield(asyncio.to_thread(self._store.commit_records, group))
+                    await asyncio.shield(asyncio.to_thread(self._commit, group))
             raise
         answer: list[dict[str, object]] = []
         for (sha, size, _), (status, message) in zip(records, results, strict=True):
@@ -83,6 +85,11 @@ class BatchReceiver:
                 item["message"] = message
             answer.append(item)
         return answer
+
+    def _commit(self, group: list[Record]) -> list[tuple[str, str]]:
+        results = self._store.commit_records(group)
+        self.records_stored += sum(1 for status, _ in results if status == "stored")
+        return results
 
     async def _next_record(self) -> Record | None:
         """The next complete record, or None at the clean end of the body."""

@@ -211,4 +211,4 @@ def test_access_log_line_counts_the_records(manager, caplog):
         post(manager, b"".join(record(d) for d in small_files(12)))
     lines = [r.getMessage() for r in caplog.records if "batch-upload" in r.getMessage()]
     assert len(lines) == 1
-    assert "records=12" in lines[0]
+    assert "records=12 stored=12" in lines[0]

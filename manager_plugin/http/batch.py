@@ -27,7 +27,9 @@ def setup_batch_routes(app: web.Application, service: ShamanService) -> None:
         try:
             files = await receiver.run()
         finally:
-            request[LOG_EXTRA] = f" records={receiver.records_read}"
+            request[LOG_EXTRA] = (
+                f" records={receiver.records_read} stored={receiver.records_stored}"
+            )
         return web.json_response({"files": files})
 
     app.router.add_post(BATCH_UPLOAD_PATH, batch_upload)

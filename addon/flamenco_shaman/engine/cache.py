@@ -81,7 +81,7 @@ class ChecksumCache:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, _file_lock(self.path.with_name(self.path.name + ".lock")):
+        with self._lock, file_lock(self.path.with_name(self.path.name + ".lock")):
             merged = self._read()
             for key in self._touched:
                 ours = self._entries[key]
@@ -90,29 +90,12 @@ class ChecksumCache:
                     merged[key] = ours
             cutoff = time.time() - self.max_age
             merged = {k: v for k, v in merged.items() if v[3] >= cutoff}
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".checksums-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    # dumps() encodes in one C call; dump() writes chunk by chunk, 2-7x slower
-                    # for the tens of thousands of entries of a big project.
-                    f.write(json.dumps({"version": FORMAT_VERSION, "entries": merged}))
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_json_atomic(self.path, {"version": FORMAT_VERSION, "entries": merged})
             self._entries = merged
             self._touched.clear()
 
     def _read(self) -> dict[str, Entry]:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as ex:
-            log.warning("ignoring unreadable checksum cache %s: %s", self.path, ex)
-            return {}
+        data = read_json(self.path)
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             return {}
         entries = data.get("entries")
@@ -134,7 +117,7 @@ def _valid_entry(value: object) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Serialise read-merge-write between processes where the OS offers a lock."""
     try:
         import fcntl
@@ -147,3 +130,30 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_json(path: Path) -> object:
+    """The decoded file, or None when it is absent or unreadable (a cache is optional)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as ex:
+        log.warning("ignoring unreadable cache file %s: %s", path, ex)
+        return None
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Replace path with data as JSON; readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # dumps() encodes in one C call; dump() writes chunk by chunk, 2-7x slower
+            # for the tens of thousands of entries of a big project.
+            f.write(json.dumps(data))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -25,6 +25,7 @@ class SubmitOptions:
     batch_max_file_size: int = 1 << 20  # bytes; bigger files always get their own request
     token: str | None = None  # sent as "Authorization: Bearer <token>"
     pack_blend_name: str | None = None  # file name of the blend in the checkout (same folder)
+    trace_cache: bool = True  # reuse the last trace while no blend or asset folder changed
 
 
 @dataclass

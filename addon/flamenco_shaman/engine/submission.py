@@ -15,6 +15,7 @@ from .options import SubmitOptions, SubmitResult
 from .pipeline import Pipeline
 from .progress import ProgressCallback, ProgressTracker
 from .trace import Tracer
+from .trace_cache import TraceCache
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Submission:
                 exclude=opts.exclude,
                 cancel=self._cancel,
                 pack_blend_name=opts.pack_blend_name,
+                cache=TraceCache() if opts.trace_cache else None,
             )
             with self._lock:
                 self._tracer = tracer

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..bat_import import import_bat
 from .errors import SubmitCancelled, SubmitError
+from .trace_cache import CachedTrace, TraceCache, trace_key
 
 # A made-up absolute directory standing in for the checkout; BAT only computes paths
 # under it, it never touches the disk there.
@@ -58,6 +59,7 @@ class Tracer:
         exclude: Sequence[str] = (),
         cancel: threading.Event | None = None,
         pack_blend_name: str | None = None,
+        cache: TraceCache | None = None,
     ) -> None:
         if pack_blend_name is not None and (
             not pack_blend_name
@@ -76,6 +78,8 @@ class Tracer:
         self._lock = threading.Lock()
         self.blend_pack_path = ""
         self.missing_files: list[str] = []
+        self._cache = cache
+        self.from_cache = False  # True when run() replayed a cached trace instead of BAT
 
     def __enter__(self) -> Tracer:
         return self
@@ -106,6 +110,20 @@ class Tracer:
                 f"{self.blendfile.name} is not inside the project directory {self.project_root}"
             ) from None
         bat = import_bat()
+        key = self._cache_key(bat)
+        if self._cache is not None:
+            cached = self._cache.lookup(key)
+            if cached is not None:
+                self._replay(cached, on_file)
+                return
+        started_ns = time.time_ns()
+        traced: list[TracedFile] = []
+        opened: list[str] = []
+
+        def recording(file: TracedFile) -> None:
+            traced.append(file)
+            on_file(file)
+
         packer_class = _packer_class(bat)
         with _TRACE_LOCK:
             with self._lock:
@@ -114,7 +132,7 @@ class Tracer:
                     self.project_root,
                     str(PACK_ROOT),
                     relative_only=self.relative_only,
-                    on_file=self._renaming(on_file),
+                    on_file=self._renaming(recording),
                 )
                 packer = self._packer
             if self._cancel.is_set():
@@ -124,6 +142,8 @@ class Tracer:
                     packer.exclude(*self.exclude)
                 packer.strategise()
                 packer.execute()
+                # The blend files BAT actually read: the cache's validators.
+                opened = [str(p) for p in bat.blendfile._cached_bfiles]
             except bat.pack.Aborted as ex:
                 if self._cancel.is_set():
                     raise SubmitCancelled() from None
@@ -141,6 +161,35 @@ class Tracer:
                 bat.blendfile.close_all_cached()
         self.blend_pack_path = self._renamed(pack_relative(packer.output_path))
         self.missing_files = sorted(str(p) for p in packer.missing_files)
+        if self._cache is not None and not any(f.temporary for f in traced):
+            trace = CachedTrace(
+                [(str(f.source), f.pack_path) for f in traced],
+                self.missing_files,
+                self.blend_pack_path,
+            )
+            self._cache.remember(
+                key, trace, opened_blends=[str(self.blendfile), *opened], started_ns=started_ns
+            )
+
+    def _cache_key(self, bat: ModuleType) -> str:
+        return trace_key(
+            self.blendfile,
+            self.project_root,
+            relative_only=self.relative_only,
+            exclude=self.exclude,
+            pack_blend_name=self.pack_blend_name,
+            bat_version=str(getattr(bat, "__version__", "?")),
+        )
+
+    def _replay(self, cached: CachedTrace, on_file: Callable[[TracedFile], None]) -> None:
+        """Feed a cached trace to on_file exactly as BAT's transfer thread would."""
+        self.from_cache = True
+        for source, pack_path in cached.files:
+            if self._cancel.is_set():
+                raise SubmitCancelled()
+            on_file(TracedFile(Path(source), pack_path, False))
+        self.blend_pack_path = cached.blend_pack_path
+        self.missing_files = list(cached.missing_files)
 
     def _renamed(self, blend_pack_path: str) -> str:
         if not self.pack_blend_name:

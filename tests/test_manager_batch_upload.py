@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -212,3 +213,34 @@ def test_access_log_line_counts_the_records(manager, caplog):
     lines = [r.getMessage() for r in caplog.records if "batch-upload" in r.getMessage()]
     assert len(lines) == 1
     assert "records=12 stored=12" in lines[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """An 8 MiB tmpfs (needs root, like the other full-disk tests; CI runs as root)."""
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_batch_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manager_factory):
+    manager = manager_factory(storage_path=small_disk / "storage")
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (7 * 1024 * 1024))
+    files = [os.urandom(512 * 1024) for _ in range(4)]
+    body = b"".join(record(d) for d in files)
+    resp = post(manager, body)
+    assert resp.status_code == 507, resp.text
+    assert "full" in resp.json()["message"]
+    assert temps(manager) == []
+    assert not any(blob(manager, d).exists() for d in files)
+
+    filler.unlink()
+    resp = post(manager, body)
+    assert [a["status"] for a in resp.json()["files"]] == ["stored"] * 4
+    assert all(blob(manager, d).read_bytes() == d for d in files)

@@ -146,3 +146,15 @@ def test_cache_format_version_mismatch_starts_empty(cache_file):
     cache_file.write_text(json.dumps({"version": 999, "entries": entries}))
     assert ChecksumCache(cache_file).lookup("/x", 1, 2) is None
     assert cache_mod.FORMAT_VERSION == 1
+
+
+def test_hits_on_recently_used_entries_do_not_rewrite_the_file(cache_file):
+    cache = ChecksumCache(cache_file)
+    cache.store("/used.png", 1, 1, SHA)
+    cache.save()
+    before = cache_file.stat().st_mtime_ns
+    os.utime(cache_file, ns=(before - 10**9, before - 10**9))
+    user = ChecksumCache(cache_file)
+    assert user.lookup("/used.png", 1, 1) == SHA
+    user.save()
+    assert cache_file.stat().st_mtime_ns == before - 10**9

@@ -25,6 +25,9 @@ ENV_VAR = "FLAMENCO_SHAMAN_CACHE_DIR"
 FILENAME = "checksums.json"
 FORMAT_VERSION = 1
 MAX_AGE_SECONDS = 60 * 24 * 3600
+# A hit refreshes an entry's last-used time only when it is older than this, so that
+# resubmitting an unchanged project doesn't rewrite the whole file just to say "used".
+REFRESH_SECONDS = 24 * 3600
 
 # path -> [size, mtime_ns, sha256, last used (unix time)]
 Entry = list
@@ -62,8 +65,10 @@ class ChecksumCache:
             if entry is None or entry[0] != size or entry[1] != mtime_ns:
                 self.misses += 1
                 return None
-            entry[3] = time.time()
-            self._touched.add(abspath)
+            now = time.time()
+            if now - entry[3] >= REFRESH_SECONDS:
+                entry[3] = now
+                self._touched.add(abspath)
             self.hits += 1
             return entry[2]
 
@@ -80,6 +85,8 @@ class ChecksumCache:
             log.warning("could not save checksum cache %s: %s", self.path, ex)
 
     def _save(self) -> None:
+        if not self._touched:
+            return  # nothing new; pruning waits for the next save that writes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, file_lock(self.path.with_name(self.path.name + ".lock")):
             merged = self._read()

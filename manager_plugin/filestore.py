@@ -234,25 +234,29 @@ class FileStore:
         try:
             limit = size + 1  # read one byte past the declared size to detect overlong bodies
             while True:
-                buf = bytearray()
+                # Chunks are handed over as they came, as a list the workers hash and write
+                # one by one: gathering them into one buffer cost a full copy on the loop.
+                chunks: list[bytes] = []
+                filled = 0
                 eof = False
-                while len(buf) < BATCH_SIZE and received + len(buf) < limit:
-                    want = min(BATCH_SIZE - len(buf), limit - received - len(buf))
+                while filled < BATCH_SIZE and received + filled < limit:
+                    want = min(BATCH_SIZE - filled, limit - received - filled)
                     chunk = await self._read_chunk(read, want, other, f"{sha}/{size}")
                     if not chunk:
                         eof = True
                         break
-                    buf += chunk
+                    chunks.append(chunk)
+                    filled += len(chunk)
                 if pending is not None and await pending.result():
                     raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
                 pending = None
                 if other is not None and other.done.is_set() and other.stored:
                     raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
-                received += len(buf)
+                received += filled
                 if received > size:
                     raise SizeMismatch(f"body is longer than the declared size {size}")
-                if buf:
-                    pending = _BufferJob(hasher, fd, buf, final)
+                if chunks:
+                    pending = _BufferJob(hasher, fd, chunks, final)
                 if eof:
                     break
                 # Not at the end yet; once `size` bytes are in, the next read must see EOF.
@@ -288,8 +292,10 @@ class FileStore:
         """
         timeout = self.body_read_timeout
         if other is None or other.done.is_set():
+            # asyncio.timeout is one timer handle; wait_for made a Task for every chunk.
             try:
-                return await asyncio.wait_for(read(want), timeout)
+                async with asyncio.timeout(timeout):
+                    return await read(want)
             except TimeoutError:
                 raise BodyTimeout(f"no body data for {timeout:g} s; upload aborted") from None
         read_task = asyncio.ensure_future(read(want))
@@ -488,17 +494,22 @@ class FileStore:
         return removed
 
 
-def _write_all(fd: int, buf: bytearray, final: str) -> bool:
-    """Worker-thread part of receiving: write one buffer.
+def _write_all(fd: int, chunks: list[bytes], final: str) -> bool:
+    """Worker-thread part of receiving: write one batch of chunks, in order.
 
     Returns True if the final blob appeared meanwhile (someone else stored it), so
     the caller can stop early; checking here keeps the stat off the event loop.
     """
-    view = memoryview(buf)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
     return os.path.exists(final)
+
+
+def _hash_all(hasher: hashlib._Hash, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)  # releases the GIL for all but tiny chunks
 
 
 class _BufferJob:
@@ -508,9 +519,9 @@ class _BufferJob:
     each other and with the event loop reading the next buffer.
     """
 
-    def __init__(self, hasher: hashlib._Hash, fd: int, buf: bytearray, final: str) -> None:
-        self.hashing = _IO_POOL.submit(hasher.update, buf)
-        self.writing = _IO_POOL.submit(_write_all, fd, buf, final)
+    def __init__(self, hasher: hashlib._Hash, fd: int, chunks: list[bytes], final: str) -> None:
+        self.hashing = _IO_POOL.submit(_hash_all, hasher, chunks)
+        self.writing = _IO_POOL.submit(_write_all, fd, chunks, final)
 
     async def result(self) -> bool:
         """Wait for both; True if the blob appeared meanwhile (see `_write_all`)."""

@@ -6,9 +6,10 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from ..errors import BodyTimeout, InvalidRequest
+from ..filestore import Reader
 from ..models import FileSpec
 from ..paths import validate_checksum, validate_size
 
@@ -75,3 +76,30 @@ def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
 
 def header_is_true(request: web.Request, name: str) -> bool:
     return request.headers.get(name, "").strip() in TRUE_VALUES
+
+
+def whole_chunks(content: StreamReader) -> Reader:
+    """`read(n)` over a request body that hands out the received chunks as they are.
+
+    StreamReader.read(n) joins all buffered chunks into a new bytes object: a copy of
+    every byte on the event loop. readchunk() gives one chunk without copying; only a
+    chunk longer than n (at the declared size's end) is split.
+    """
+    rest = b""
+
+    async def read(n: int) -> bytes:
+        nonlocal rest
+        if not rest:
+            content.set_read_chunk_size(n)  # let the socket fill up to 2n, as read(n) does
+            while True:
+                data, end_of_http_chunk = await content.readchunk()
+                if data or not end_of_http_chunk:  # (b"", False) is the end of the body
+                    break
+            rest = data
+        if len(rest) <= n:
+            piece, rest = rest, b""
+        else:
+            piece, rest = rest[:n], rest[n:]
+        return piece
+
+    return read

@@ -45,7 +45,7 @@ from ..models import FileSpec, FileStatus
 from ..paths import parse_size, validate_checksum, validate_path
 from ..service import ShamanService
 from .auth import ensure_access, public
-from .bodies import header_is_true, read_body
+from .bodies import header_is_true, read_body, whole_chunks
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,9 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         path = _original_filename(request)
         extra = {"shaman_path": path}
         try:
-            await service.store.receive(sha, size, request.content.read, can_defer=can_defer)
+            await service.store.receive(
+                sha, size, whole_chunks(request.content), can_defer=can_defer
+            )
         except ShamanError as exc:
             log.info("upload %s %s/%d: %s", path, sha, size, exc.message, extra=extra)
             raise

@@ -4,45 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from ..errors import AlreadyStored, InvalidRequest
-from ..filestore import Reader
 from ..paths import parse_size, validate_checksum
 from ..service import ShamanService
 from .auth import public
-from .bodies import header_is_true, parse_file_list, read_json_object
+from .bodies import header_is_true, parse_file_list, read_json_object, whole_chunks
 
 API = "/api/v3"
 FLAMENCO_COMPAT_VERSION = "3.6"
 SERVER_NAME = "Shaman for Flamenco (Python)"
-
-
-def whole_chunks(content: StreamReader) -> Reader:
-    """`read(n)` over a request body that hands out the received chunks as they are.
-
-    StreamReader.read(n) joins all buffered chunks into a new bytes object: a copy of
-    every byte on the event loop. readchunk() gives one chunk without copying; only a
-    chunk longer than n (at the declared size's end) is split.
-    """
-    rest = b""
-
-    async def read(n: int) -> bytes:
-        nonlocal rest
-        if not rest:
-            content.set_read_chunk_size(n)  # let the socket fill up to 2n, as read(n) does
-            while True:
-                data, end_of_http_chunk = await content.readchunk()
-                if data or not end_of_http_chunk:  # (b"", False) is the end of the body
-                    break
-            rest = data
-        if len(rest) <= n:
-            piece, rest = rest, b""
-        else:
-            piece, rest = rest[:n], rest[n:]
-        return piece
-
-    return read
 
 
 def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:

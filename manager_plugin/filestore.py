@@ -380,14 +380,7 @@ class FileStore:
             _fsync_dir(parent)
             return True
         finally:
-            # Close first: Windows cannot unlink an open file. A closed young temp is
-            # still safe from cleanup, which also requires an age of STALE_TEMP_AGE.
-            os.close(fd)
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            _prune_upload_dirs(temp)
+            _discard(fd, temp)
 
     def commit_records(self, records: list[tuple[str, int, bytes]]) -> list[tuple[str, str]]:
         """Store a group of small files received whole in memory, in one thread hop.
@@ -544,6 +537,9 @@ class _BufferJob:
 
 
 def _discard(fd: int, temp: str) -> None:
+    """Close and remove a temp file (after its link, or instead of one)."""
+    # Close first: Windows cannot unlink an open file. A closed young temp is still
+    # safe from cleanup, which also requires an age of STALE_TEMP_AGE.
     os.close(fd)
     try:
         os.unlink(temp)

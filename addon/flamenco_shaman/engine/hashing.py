@@ -78,15 +78,21 @@ def identify(
     cache: ChecksumCache | None = None,
     cancel: threading.Event | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    st: os.stat_result | None = None,
 ) -> Identity:
     """The file's identity, from the cache when its size and mtime are unchanged.
 
-    A file whose size or mtime differs after reading than before is read again:
-    its bytes may be a mix of two versions.
+    `st`, when given, is a stat the caller just took of the file; the first attempt uses
+    it instead of statting again. A file whose size or mtime differs after reading than
+    before is read again: its bytes may be a mix of two versions.
     """
     abspath = os.path.abspath(path)
     for _ in range(MAX_ATTEMPTS):
-        size, mtime_ns = stat_key(path)
+        if st is not None:
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+            st = None
+        else:
+            size, mtime_ns = stat_key(path)
         if cache is not None:
             sha = cache.lookup(abspath, size, mtime_ns)
             if sha is not None:

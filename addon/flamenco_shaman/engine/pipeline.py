@@ -155,20 +155,33 @@ class Pipeline:
     # --- input ---------------------------------------------------------------
 
     def add(self, traced: TracedFile) -> None:
-        """Called from BAT's transfer thread for each file of the pack."""
+        """Called from BAT's transfer thread for each file of the pack.
+
+        The one stat taken here serves progress and the checksum-cache lookup; a cache hit
+        is resolved right here (no hand-off to the hash pool), a miss is hashed in the pool.
+        """
         self._check()
         with self._lock:
             if traced.pack_path in self._entries:
                 return  # BAT lists sequence frames once per user; one copy is enough
             entry = Entry(traced.source, traced.pack_path, traced.temporary)
             self._entries[traced.pack_path] = entry
-            self._hash_pending += 1
         try:
-            size = traced.source.stat().st_size
+            st: os.stat_result | None = os.stat(traced.source)
         except OSError:
-            size = 0
-        self._tracker.discovered(size, traced.pack_path)
-        self._hasher.submit(self._guard, self._hash, entry)
+            st = None  # the hash stage reports it precisely
+        cache = None if traced.temporary else self._cache
+        if st is not None and cache is not None:
+            sha = cache.lookup(os.path.abspath(traced.source), st.st_size, st.st_mtime_ns)
+            if sha is not None:
+                entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
+                self._tracker.discovered_hashed(st.st_size, traced.pack_path)
+                self._hashed.put(entry)  # queued before tracing_done() can queue _END
+                return
+        with self._lock:
+            self._hash_pending += 1
+        self._tracker.discovered(st.st_size if st is not None else 0, traced.pack_path)
+        self._hasher.submit(self._guard, self._hash, entry, st)
 
     def tracing_done(self) -> None:
         with self._lock:
@@ -240,7 +253,7 @@ class Pipeline:
 
     # --- hashing ---------------------------------------------------------------
 
-    def _hash(self, entry: Entry) -> None:
+    def _hash(self, entry: Entry, st: os.stat_result | None = None) -> None:
         try:
             if self._stopping():
                 return
@@ -250,6 +263,7 @@ class Pipeline:
                 None if entry.temporary else self._cache,
                 self._stop,
                 lambda n: self._tracker.hashing(n, name),
+                st,
             )
             if not ident.from_cache:
                 with self._lock:

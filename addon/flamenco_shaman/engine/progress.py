@@ -65,6 +65,16 @@ class ProgressTracker:
             self.current_file = name
         self._report()
 
+    def discovered_hashed(self, size: int, name: str) -> None:
+        """discovered() and hashed() at once, for a file whose checksum was cached."""
+        with self._lock:
+            self.files_total += 1
+            self.bytes_total += size
+            self.files_hashed += 1
+            self.bytes_hashed += size
+            self.current_file = name
+        self._report()
+
     def hashing(self, nbytes: int, name: str) -> None:
         with self._lock:
             self.bytes_hashed += nbytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -242,3 +243,24 @@ def test_multi_gb_upload_keeps_server_memory_flat(manager_process):
     assert blob.stat().st_size == HUGE
     assert peak - baseline < 100 * 1024 * 1024
     blob.unlink()
+
+
+def test_reading_a_request_without_a_body_ends_at_once():
+    """A request with no body gets aiohttp's EmptyStreamReader, whose readchunk()
+    answers (b"", True) forever after the first call; reading again after the end
+    must answer b"" at once, not spin holding the event loop."""
+    from aiohttp.streams import EmptyStreamReader
+
+    from manager_plugin.http.bodies import whole_chunks
+
+    async def read_past_the_end() -> list[bytes]:
+        read = whole_chunks(EmptyStreamReader())
+        return [await read(10), await read(10), await read(10)]
+
+    result: list[list[bytes]] = []
+    worker = threading.Thread(
+        target=lambda: result.append(asyncio.run(read_past_the_end())), daemon=True
+    )
+    worker.start()
+    worker.join(5)
+    assert result == [[b"", b"", b""]]

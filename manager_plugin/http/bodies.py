@@ -93,7 +93,9 @@ def whole_chunks(content: StreamReader) -> Reader:
             content.set_read_chunk_size(n)  # let the socket fill up to 2n, as read(n) does
             while True:
                 data, end_of_http_chunk = await content.readchunk()
-                if data or not end_of_http_chunk:  # (b"", False) is the end of the body
+                # (b"", False) is the end of the body; a request without one has an
+                # EmptyStreamReader that answers (b"", True) forever.
+                if data or not end_of_http_chunk or content.at_eof():
                     break
             rest = data
         if len(rest) <= n:

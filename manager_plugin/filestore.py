@@ -388,7 +388,7 @@ class FileStore:
         Returns one (status, message) per record: "stored" (linked by this call),
         "exists" (already stored, or stored meanwhile) or "rejected" (the bytes do not
         match the declared size or SHA-256; nothing kept). The data of every temp is
-        made durable with one syncfs (or an fsync each) before any of them is linked,
+        made durable (parallel fsyncs) before any of them is linked,
         and the links with a second one, so a .blob still only ever comes from a
         fully written, verified, durable temp. Raises StorageFull (no temp left).
         """
@@ -559,27 +559,20 @@ def _prune_upload_dirs(temp: str) -> None:
         directory = os.path.dirname(directory)
 
 
-def _syncfs(fd: int) -> bool:
-    """Linux syncfs(2) on the filesystem holding `fd`: one flush for many small files."""
-    if _LIBC is None or not hasattr(_LIBC, "syncfs"):
-        return False
-    return _LIBC.syncfs(fd) == 0
+# fsyncs of many small files issued at once share the filesystem's journal commits.
+# (syncfs(2) would be one call, but it also waits for every other writer's dirty data
+# on the filesystem: one small batch would stall behind a concurrent multi-GB upload.)
+_FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
 
 
 def _make_durable(fds: list[int], dirs: set[str] | None) -> None:
-    """Flush file data (dirs None) or directory entries to disk, with as few calls as can be.
-
-    syncfs on one of the files covers everything on that filesystem; without it (other
-    systems, or an error), fsync each file, or each directory.
-    """
-    if fds and _syncfs(fds[0]):
-        return
+    """Flush the files' data (dirs None) or the directories' entries, in parallel."""
     if dirs is None:
-        for fd in fds:
-            os.fsync(fd)
+        for _ in _FSYNC_POOL.map(os.fsync, fds):
+            pass
     else:
-        for directory in dirs:
-            _fsync_dir(directory)
+        for _ in _FSYNC_POOL.map(_fsync_dir, dirs):
+            pass
 
 
 def _fsync_dir(path: str) -> None:

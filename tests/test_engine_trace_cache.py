@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from bpy_scripts import PROJECT_BASE
 from flamenco_shaman.engine import Submission, SubmitOptions, trace
 from flamenco_shaman.engine.trace_cache import DIRNAME
 
@@ -19,44 +20,7 @@ from flamenco_shaman.engine.trace_cache import DIRNAME
 # textures/wood.png, the sequence seq/frame_000[1-4].png and textures/later.png, which
 # doesn't exist yet. outside.blend uses wood.png and logo.png by absolute path, outside
 # the project, so BAT rewrites it.
-GENERATE = r"""
-import os
-import sys
-
-import bpy
-
-root = sys.argv[-1]
-proj = os.path.join(root, "project")
-for sub in ("libs", "textures", "seq"):
-    os.makedirs(os.path.join(proj, sub), exist_ok=True)
-os.makedirs(os.path.join(root, "outside"), exist_ok=True)
-bpy.ops.wm.read_factory_settings(use_empty=True)
-
-
-def png(path, rgba):
-    img = bpy.data.images.new(os.path.basename(path), 8, 8, alpha=True)
-    img.pixels = list(rgba) * 64
-    img.filepath_raw = path
-    img.file_format = "PNG"
-    img.save()
-    bpy.data.images.remove(img)
-
-
-png(os.path.join(proj, "textures", "wood.png"), (0.5, 0.3, 0.1, 1.0))
-png(os.path.join(proj, "textures", "metal.png"), (0.6, 0.6, 0.7, 1.0))
-for frame in range(1, 5):
-    png(os.path.join(proj, "seq", f"frame_{frame:04d}.png"), (frame / 5, 0.0, 0.0, 1.0))
-png(os.path.join(root, "outside", "logo.png"), (0.0, 0.0, 1.0, 1.0))
-
-mesh = bpy.data.meshes.new("PropMesh")
-prop = bpy.data.objects.new("Prop", mesh)
-bpy.context.scene.collection.objects.link(prop)
-mat = bpy.data.materials.new("Metal")
-mat.use_nodes = True
-node = mat.node_tree.nodes.new("ShaderNodeTexImage")
-node.image = bpy.data.images.load(os.path.join(proj, "textures", "metal.png"))
-mesh.materials.append(mat)
-bpy.ops.wm.save_as_mainfile(filepath=os.path.join(proj, "libs", "props.blend"))
+GENERATE = PROJECT_BASE + r"""
 
 bpy.ops.wm.read_factory_settings(use_empty=True)
 scene_path = os.path.join(proj, "scene.blend")

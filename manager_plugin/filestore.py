@@ -8,6 +8,14 @@ A temp file is exclusively `flock`ed for its whole life, so cleanup (at startup
 and in GC) can tell a live upload from the leftover of a crash: stale means
 "lock obtainable and older than STALE_TEMP_AGE". A blob only appears through
 `os.link` of a fully received, verified, fsynced temp file.
+
+Small files of a batch upload arrive whole in memory and are written, fsynced and
+linked within one call. Where the kernel offers it (Linux `O_TMPFILE`, with /proc
+to link it by), their temp file is anonymous: an inode in `uploading/` with no name,
+which never appears in a listing and vanishes by itself if the process dies. That
+also spares a per-file `uploading/{sha[:2]}/{sha[2:]}/` directory created and removed
+again for every small file: on ext4 a burst of freed inodes makes the next inode
+allocations (the checkout's symlinks, right after) scan past them for ~30 s.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ _SYNC_FILE_RANGE_WRITE = 2
 STALE_TEMP_AGE = 60.0  # seconds; a live upload's temp is flocked, this guards the create race
 BATCH_SIZE = 2 * 1024 * 1024  # network chunks are gathered into buffers this big
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+# O_TMPFILE unsupported by the filesystem (NFS, SMB, old kernels): use named temps.
+_NO_TMPFILE_ERRNOS = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
 
 Reader = Callable[[int], Awaitable[bytes]]
 
@@ -111,6 +122,7 @@ class FileStore:
         self.bytes_written = 0
         self._count_lock = threading.Lock()
         self._uploads: dict[tuple[str, int], _Upload] = {}
+        self.anonymous_temps = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
 
     # ---- paths -------------------------------------------------------------
 
@@ -410,7 +422,7 @@ class FileStore:
                 if self.touch(sha, size):
                     results[index] = ("exists", "")
                     continue
-                fd, temp = self._open_temp(sha, size)
+                fd, temp = self._open_record_temp(sha, size)
                 temps.append((index, fd, temp, self.blob_path(sha, size)))
                 view = memoryview(data)
                 while view:
@@ -443,12 +455,44 @@ class FileStore:
                 for _, fd, temp, _ in temps:
                     _discard(fd, temp)
 
+    def _open_record_temp(self, sha: str, size: int) -> tuple[int, str]:
+        """A temp for a small file received whole: anonymous where possible.
+
+        Returns (fd, temp); an anonymous temp's name is its /proc/self/fd link, which
+        `_link` hard-links by and `_discard` has nothing to remove for.
+        """
+        if self.anonymous_temps:
+            flags = _O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+            for attempt in range(2):
+                try:
+                    fd = os.open(self._uploading, flags, 0o600)
+                    return fd, f"{_PROC_FD}{fd}"
+                except FileNotFoundError:
+                    if attempt:
+                        raise
+                    os.makedirs(self._uploading, exist_ok=True)
+                except OSError as exc:
+                    if is_disk_full(exc):
+                        raise StorageFull("storage is full") from exc
+                    if exc.errno not in _NO_TMPFILE_ERRNOS:
+                        raise
+                    log.info("no anonymous temp files on this filesystem (%s); named ones", exc)
+                    self.anonymous_temps = False
+                    break
+        return self._open_temp(sha, size)
+
     def _link(self, temp: str, final: str) -> bool:
         """Hard-link a verified temp as the blob; False if the blob exists already."""
         parent = os.path.dirname(final)
         for attempt in range(5):
             try:
-                os.link(temp, final)
+                if temp.startswith(_PROC_FD):
+                    # link() would link /proc's magic symlink itself (EXDEV); linkat with
+                    # AT_SYMLINK_FOLLOW links the file. os.link uses linkat only when given
+                    # a dir fd, hence "/" as one.
+                    os.link(temp[1:], final, src_dir_fd=_root_fd(), follow_symlinks=True)
+                else:
+                    os.link(temp, final)
                 return True
             except FileExistsError:
                 return False
@@ -536,11 +580,26 @@ class _BufferJob:
         concurrent.futures.wait([self.hashing, self.writing])
 
 
+_PROC_FD = "/proc/self/fd/"
+_ROOT_FD: list[int] = []
+_ROOT_FD_LOCK = threading.Lock()
+
+
+def _root_fd() -> int:
+    """A directory fd of "/", opened once (see `FileStore._link`)."""
+    with _ROOT_FD_LOCK:
+        if not _ROOT_FD:
+            _ROOT_FD.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        return _ROOT_FD[0]
+
+
 def _discard(fd: int, temp: str) -> None:
     """Close and remove a temp file (after its link, or instead of one)."""
     # Close first: Windows cannot unlink an open file. A closed young temp is still
     # safe from cleanup, which also requires an age of STALE_TEMP_AGE.
     os.close(fd)
+    if temp.startswith(_PROC_FD):
+        return  # anonymous: closing it was all
     try:
         os.unlink(temp)
     except FileNotFoundError:

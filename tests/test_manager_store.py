@@ -181,3 +181,66 @@ def test_statuses_of_many_files_match_single_status(store):
     keys = [ident(stored), (sha, size), (sha, size + 1), ident(b"never seen")]
     assert store.statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
     assert store.statuses(keys) == [store.status(*key) for key in keys]
+
+
+# ---- small files committed whole (batch uploads) ------------------------------------
+
+
+def _records(count: int) -> list[tuple[str, int, bytes]]:
+    datas = [f"record {i}\n".encode() * (i + 1) for i in range(count)]
+    return [(*ident(d), d) for d in datas]
+
+
+def test_commit_records_uses_anonymous_temps_and_leaves_no_trace(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    assert store.anonymous_temps  # Linux with /proc: no named temp, no per-sha temp dir
+
+    def named_temp(*args: object) -> None:
+        raise AssertionError("a named temp was made for a small file")
+
+    monkeypatch.setattr(store, "_open_temp", named_temp)
+    made_dirs: list[str] = []
+    real_mkdir = os.mkdir
+    monkeypatch.setattr(
+        os, "mkdir", lambda p, *a, **k: (made_dirs.append(str(p)), real_mkdir(p, *a, **k))[1]
+    )
+    records = _records(20)
+    assert store.commit_records(records) == [("stored", "")] * 20
+    for sha, size, data in records:
+        blob = store.stored_path(sha, size)
+        assert blob.read_bytes() == data
+        assert blob.stat().st_mode & 0o777 == 0o444
+        assert blob.stat().st_nlink == 1  # the anonymous inode itself, linked once
+    assert not any("uploading" in d for d in made_dirs)
+    assert list(store.uploading_dir.iterdir()) == []
+    assert store.commit_records(records[:3]) == [("exists", "")] * 3
+
+
+def test_commit_records_falls_back_to_named_temps_where_unsupported(tmp_path, monkeypatch):
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_TMPFILE", 0) == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    records = _records(5)
+    assert store.commit_records(records) == [("stored", "")] * 5
+    assert not store.anonymous_temps  # decided once, not retried per file
+    for sha, size, data in records:
+        assert store.stored_path(sha, size).read_bytes() == data
+    assert list(store.uploading_dir.iterdir()) == []  # named temps and their dirs removed
+
+
+def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path):
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    ((sha, size, data),) = _records(1)
+    results = store.commit_records([(sha, size, data[:-1] + b"X"), ("0" * 64, size, data)])
+    assert [r[0] for r in results] == ["rejected", "rejected"]
+    assert not store.stored_path(sha, size).exists()
+    assert list(store.stored_dir.iterdir()) == []

@@ -5,6 +5,16 @@ A checkout is all or nothing. The tree is built in a hidden sibling directory
 into place; any failure removes it and every parent directory this checkout
 created. Nothing is created outside `jobs/`, also not through a symlinked
 directory inside it: existing parents are checked with lstat and realpath.
+
+Link reuse: a job is usually submitted again next to its previous checkout, with
+mostly the same files. Each link whose exact target string a sibling checkout
+already has (same parent, so the same relative target) is made as a hard link to
+that sibling's symlink inode instead of a new symlink. A symlink's target can never
+change, and every reused link is read back (readlink) after linking, so the result
+is exactly the symlink we would have created: same target, same path. It just costs
+no new inode, which on ext4 is the expensive part of a symlink, and keeps inode use
+flat when a project is resubmitted many times. Deleting either checkout leaves the
+other intact (it only lowers the link count).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import secrets
 import shutil
 import stat
 import string
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".shaman-tmp-"
 SUFFIX_ATTEMPTS = 10
+MAX_REMEMBERED_PARENTS = 4096  # parent dirs whose latest checkout is kept as a link donor
+DONOR_SCAN_LIMIT = 2000  # entries of a parent dir scanned for a donor after a restart
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
 
@@ -115,6 +128,12 @@ class CheckoutBuilder:
         self.jobs_dir = Path(jobs_dir)
         self.lock = lock or StorageLock(store.root / ".lock")
         self.absolute_symlinks = absolute_symlinks
+        self.reuse_links = True
+        # parent dir of a checkout -> the latest checkout made there (a link donor)
+        self._latest: dict[str, str] = {}
+        self._latest_lock = threading.Lock()
+        self.links_reused = 0  # counters for logs and tests
+        self.links_created = 0
 
     def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
         """Build the checkout; return the path actually used, relative to `jobs_dir`."""
@@ -131,8 +150,16 @@ class CheckoutBuilder:
             with self.lock.shared():
                 self._touch_all(by_path)
                 parent, temp = self._make_temp_dir(jobs, parent_rel, name, created_parents)
-                self._build_tree(temp, by_path)
+                donor = self._donor(parent) if self.reuse_links else None
+                reused = self._build_tree(temp, by_path, donor)
                 final_name = self._rename_into_place(temp, parent, name)
+                with self._latest_lock:
+                    self._latest.pop(parent, None)  # re-insert: newest last
+                    self._latest[parent] = f"{parent}/{final_name}"
+                    while len(self._latest) > MAX_REMEMBERED_PARENTS:
+                        del self._latest[next(iter(self._latest))]
+                    self.links_reused += reused
+                    self.links_created += len(by_path) - reused
             temp = ""
         except BaseException as exc:
             if temp:
@@ -148,8 +175,45 @@ class CheckoutBuilder:
                 raise InvalidPath(f"checkoutPath: name too long: {checkout_path!r}") from exc
             raise
         used = f"{parent_rel}/{final_name}" if parent_rel else final_name
-        log.info("checkout %s created with %d files", used, len(by_path))
+        log.info(
+            "checkout %s created with %d files (%d links reused from an earlier checkout)",
+            used,
+            len(by_path),
+            reused,
+        )
         return used
+
+    def _donor(self, parent: str) -> str | None:
+        """The newest checkout next to the one being made (same depth), if any.
+
+        Remembered from our own checkouts; after a restart, the newest directory in
+        `parent` (by mtime, temp dirs skipped), looked for only in a parent of modest
+        size so that a huge flat jobs dir never slows a checkout down.
+        """
+        with self._latest_lock:
+            latest = self._latest.get(parent)
+        if latest is not None:
+            try:
+                if stat.S_ISDIR(os.lstat(latest).st_mode):
+                    return latest
+            except OSError:
+                pass
+        best: tuple[int, str] | None = None
+        try:
+            with os.scandir(parent) as entries:
+                for count, entry in enumerate(entries):
+                    if count >= DONOR_SCAN_LIMIT:
+                        return None
+                    if entry.name.startswith(TEMP_PREFIX) or not entry.is_dir(
+                        follow_symlinks=False
+                    ):
+                        continue
+                    mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                    if best is None or mtime > best[0]:
+                        best = (mtime, entry.path)
+        except OSError:
+            return None
+        return best[1] if best else None
 
     def _make_temp_dir(
         self, jobs: str, parent_rel: str, name: str, created: list[str]
@@ -211,9 +275,18 @@ class CheckoutBuilder:
             more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
             raise MissingFiles(f"{len(listed)} files are not stored: {names}{more}", listed)
 
-    def _build_tree(self, root: str, by_path: dict[str, tuple[str, int]]) -> None:
-        # Hot loop (100k+ files): string ops only, one syscall per link plus one per new dir.
+    def _build_tree(
+        self, root: str, by_path: dict[str, tuple[str, int]], donor: str | None = None
+    ) -> int:
+        """Make every link under `root`; returns how many were reused from `donor`.
+
+        Hot loop (100k+ files): string ops only; per link one symlink, or with a donor
+        that has it, readlink + link + readlink (no new inode); plus one per new dir.
+        """
         symlink = os.symlink
+        link = os.link
+        readlink = os.readlink
+        reused = 0
         if self.absolute_symlinks:
             stored = str(self.store.stored_dir)
         else:
@@ -235,11 +308,28 @@ class CheckoutBuilder:
                     linkdir = f"{real_root}/{head}" if head else real_root
                     prefix = os.path.relpath(real_stored, linkdir)
                 prefixes[head] = prefix
+            target = f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob"
+            dest = f"{root}/{path}"
+            if donor is not None:
+                try:
+                    if readlink(f"{donor}/{path}") == target:
+                        link(f"{donor}/{path}", dest, follow_symlinks=False)
+                        # The inode now in our own temp dir is what counts: a symlink's
+                        # target never changes, so this check cannot go stale.
+                        if readlink(dest) == target:
+                            reused += 1
+                            continue
+                        os.unlink(dest)
+                except FileExistsError:
+                    raise InvalidPath(f"files: {path!r} collides with another file name") from None
+                except OSError:
+                    pass  # not in the donor, not a symlink there, link count full, ...
             try:
-                symlink(f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob", f"{root}/{path}")
+                symlink(target, dest)
             except FileExistsError:
                 # Only possible where names differ but the filesystem folds them (case).
                 raise InvalidPath(f"files: {path!r} collides with another file name") from None
+        return reused
 
     def _rename_into_place(self, temp: str, parent: str, name: str) -> str:
         candidate = name

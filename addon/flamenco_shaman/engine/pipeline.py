@@ -13,6 +13,16 @@ Threads:
   first 404/405 switches that off for the rest of the submission), the others one
   request per file.
 Any error or cancel sets one stop flag that every loop checks.
+
+Optimistic checkout: files whose identity came from the checksum cache (unchanged
+since an earlier submission) are not asked about at first. If every file of the
+submission is such a hit, nothing is negotiated at all and the checkout request
+goes out at once: on a resubmission of an unchanged project, the manager already has
+everything, and the checkout itself proves it (it touches every blob). If it does
+not (GC'd blobs, another manager), the checkout answers 424 and creates nothing;
+the submission then asks about every file and uploads what is missing, the normal
+way. The first cache miss ends the optimism: what was held back is negotiated with
+the rest, so uploads still start while tracing and hashing go on.
 """
 
 from __future__ import annotations
@@ -54,12 +64,13 @@ _END = object()
 class Entry:
     """One path in the checkout and the local file it comes from."""
 
-    source: Path
+    source: str | Path
     pack_path: str
     temporary: bool
     sha: str = ""
     size: int = 0
     mtime_ns: int = 0
+    from_cache: bool = False  # identity from the checksum cache, not hashed now
 
     @property
     def key(self) -> Key:
@@ -89,6 +100,7 @@ class Pipeline:
         hash_workers: int | None = None,
         uploads: int = 4,
         batch_max_file_size: int = -1,
+        optimistic: bool = True,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -122,6 +134,9 @@ class Pipeline:
         )
         self._started = False
         self.files_hashed = 0
+        # Holding back cache hits (see the module docstring) until the first miss.
+        self._holding = optimistic
+        self._held: list[Blob] = []
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -175,6 +190,7 @@ class Pipeline:
             sha = cache.lookup(os.path.abspath(traced.source), st.st_size, st.st_mtime_ns)
             if sha is not None:
                 entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
+                entry.from_cache = True
                 self._tracker.discovered_hashed(st.st_size, traced.pack_path)
                 self._hashed.put(entry)  # queued before tracing_done() can queue _END
                 return
@@ -182,6 +198,49 @@ class Pipeline:
             self._hash_pending += 1
         self._tracker.discovered(st.st_size if st is not None else 0, traced.pack_path)
         self._hasher.submit(self._guard, self._hash, entry, st)
+
+    def add_many(self, files: list[TracedFile]) -> None:
+        """add() for many files at once (a replayed trace): cache hits are handed to the
+        negotiator in one piece instead of one queue hand-off per file."""
+        self._check()
+        cache = self._cache
+        hits: list[Entry] = []
+        misses: list[TracedFile] = []
+        known = self._entries
+        with self._lock:
+            fresh = []
+            for traced in files:
+                if traced.pack_path not in known:
+                    entry = Entry(traced.source, traced.pack_path, traced.temporary)
+                    known[traced.pack_path] = entry
+                    fresh.append((traced, entry))
+        stat = os.stat
+        abspath = os.path.abspath
+        discovered = self._tracker.discovered_hashed
+        for traced, entry in fresh:
+            try:
+                st = stat(traced.source)
+            except OSError:
+                misses.append(traced)
+                continue
+            sha = None
+            if cache is not None and not traced.temporary:
+                sha = cache.lookup(abspath(traced.source), st.st_size, st.st_mtime_ns)
+            if sha is None:
+                misses.append(traced)
+                continue
+            entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
+            entry.from_cache = True
+            discovered(st.st_size, traced.pack_path)
+            hits.append(entry)
+        if hits:
+            self._hashed.put(hits)  # queued before tracing_done() can queue _END
+        if misses:
+            with self._lock:
+                for traced in misses:
+                    del known[traced.pack_path]  # add() registers them again
+            for traced in misses:
+                self.add(traced)
 
     def tracing_done(self) -> None:
         with self._lock:
@@ -207,9 +266,23 @@ class Pipeline:
             self._check()
         raise SubmitError("files keep changing while they are sent; try again when they are saved")
 
+    @property
+    def negotiated(self) -> bool:
+        """False when every file was a cache hit and none was asked about (optimistic)."""
+        with self._lock:
+            return not self._held
+
+    def settle_held(self) -> None:
+        """The optimistic checkout succeeded: the held-back files are on the manager."""
+        with self._lock:
+            held, self._held = self._held, []
+        for blob in held:
+            self._settle(blob)
+
     def resend_all(self) -> None:
         """After a 424 on checkout: ask again about every file and upload what is missing."""
         with self._lock:
+            self._held = []
             keys = set(self._blobs)
             for blob in self._blobs.values():
                 blob.settled = False
@@ -271,6 +344,7 @@ class Pipeline:
             else:
                 self._tracker.hashing(ident.size, name)
             entry.sha, entry.size, entry.mtime_ns = ident.sha, ident.size, ident.mtime_ns
+            entry.from_cache = ident.from_cache
             self._tracker.hashed()
             self._hashed.put(entry)
         finally:
@@ -318,18 +392,23 @@ class Pipeline:
                 continue
             if item is _END:
                 break
-            with self._lock:
-                blob = self._blobs.get(item.key)
-                if blob is not None:
-                    blob.entries.append(item)
-                    if blob.settled:
-                        self._tracker.settled(1, item.size)
+            for entry in item if isinstance(item, list) else (item,):
+                blob = self._blob_for(entry)
+                if blob is None:
                     continue
-                blob = self._blobs[item.key] = Blob(item.sha, item.size, [item])
-            batch.append(blob)
-            if len(batch) >= BATCH_SIZE:
-                self._negotiate_streaming(batch)
-                batch = []
+                if self._holding:
+                    if entry.from_cache:
+                        self._held.append(blob)
+                        continue
+                    # The first file the manager may lack: stop holding back.
+                    with self._lock:
+                        self._holding = False
+                        held, self._held = self._held, []
+                    batch.extend(held)
+                batch.append(blob)
+                while len(batch) >= BATCH_SIZE:
+                    self._negotiate_streaming(batch[:BATCH_SIZE])
+                    batch = batch[BATCH_SIZE:]
         if self._stopping():
             return
         if batch:
@@ -337,6 +416,18 @@ class Pipeline:
         self._tracker.set_phase("uploading")
         self._wait_uploads()
         self._rounds(set(), 2)
+
+    def _blob_for(self, entry: Entry) -> Blob | None:
+        """Attach a hashed entry to its blob; the blob if it is new (to be negotiated)."""
+        with self._lock:
+            blob = self._blobs.get(entry.key)
+            if blob is not None:
+                blob.entries.append(entry)
+                if blob.settled:
+                    self._tracker.settled(1, entry.size)
+                return None
+            blob = self._blobs[entry.key] = Blob(entry.sha, entry.size, [entry])
+            return blob
 
     def _negotiate_streaming(self, blobs: list[Blob]) -> None:
         """First round: unknown files go to the uploaders now, 'uploading' ones wait."""

@@ -95,7 +95,7 @@ class Submission:
             # its rewritten copies.
             with tracer, pipeline:
                 try:
-                    tracer.run(pipeline.add)
+                    tracer.run(pipeline.add, pipeline.add_many)
                 except SubmitError:
                     pipeline.check()  # a pipeline failure is the real reason BAT stopped
                     raise
@@ -126,10 +126,16 @@ class Submission:
         return result
 
     def _checkout(self, client: ManagerClient, pipeline: Pipeline, checkout_path: str) -> str:
+        optimistic = not pipeline.negotiated
         try:
-            return client.create_checkout(pipeline.checkout_files(), checkout_path)
+            used = client.create_checkout(pipeline.checkout_files(), checkout_path)
+            pipeline.settle_held()
+            return used
         except CheckoutIncomplete:
-            log.info("checkout refused with 424; sending the missing files once more")
+            if optimistic:
+                log.info("the manager lacks files known from an earlier submission; sending them")
+            else:
+                log.info("checkout refused with 424; sending the missing files once more")
         self._tracker.set_phase("uploading")
         pipeline.resend_all()
         self._check_cancel()

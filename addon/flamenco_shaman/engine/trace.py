@@ -37,7 +37,7 @@ _TRACE_LOCK = threading.Lock()
 class TracedFile:
     """One file of the pack: where to read it and where it goes in the checkout."""
 
-    source: Path
+    source: str | Path  # absolute; a str when replayed from the trace cache (cheaper)
     pack_path: str  # posix, relative to the checkout root
     temporary: bool  # a blend rewritten by BAT, in its temp dir (not worth caching)
 
@@ -99,8 +99,13 @@ class Tracer:
             if self._packer is not None:
                 self._packer.abort("cancelled")
 
-    def run(self, on_file: Callable[[TracedFile], None]) -> None:
-        """Trace the blend, calling on_file (from BAT's transfer thread) for each file."""
+    def run(
+        self,
+        on_file: Callable[[TracedFile], None],
+        on_files: Callable[[list[TracedFile]], None] | None = None,
+    ) -> None:
+        """Trace the blend, calling on_file (from BAT's transfer thread) for each file;
+        a trace replayed from the cache goes to on_files in chunks, when given."""
         if not self.blendfile.is_file():
             raise SubmitError(f"blend file not found: {self.blendfile}")
         try:
@@ -114,7 +119,7 @@ class Tracer:
         if self._cache is not None:
             cached = self._cache.lookup(key)
             if cached is not None:
-                self._replay(cached, on_file)
+                self._replay(cached, on_file, on_files)
                 return
         started_ns = time.time_ns()
         traced: list[TracedFile] = []
@@ -181,13 +186,24 @@ class Tracer:
             bat_version=str(getattr(bat, "__version__", "?")),
         )
 
-    def _replay(self, cached: CachedTrace, on_file: Callable[[TracedFile], None]) -> None:
-        """Feed a cached trace to on_file exactly as BAT's transfer thread would."""
+    def _replay(
+        self,
+        cached: CachedTrace,
+        on_file: Callable[[TracedFile], None],
+        on_files: Callable[[list[TracedFile]], None] | None = None,
+    ) -> None:
+        """Feed a cached trace to on_file exactly as BAT's transfer thread would, or in
+        chunks to on_files when given (one call per REPLAY_CHUNK files)."""
         self.from_cache = True
-        for source, pack_path in cached.files:
+        files = [TracedFile(source, pack_path, False) for source, pack_path in cached.files]
+        step = REPLAY_CHUNK if on_files is not None else 1
+        for start in range(0, len(files), step):
             if self._cancel.is_set():
                 raise SubmitCancelled()
-            on_file(TracedFile(Path(source), pack_path, False))
+            if on_files is not None:
+                on_files(files[start : start + step])
+            else:
+                on_file(files[start])
         self.blend_pack_path = cached.blend_pack_path
         self.missing_files = list(cached.missing_files)
 
@@ -211,6 +227,7 @@ class Tracer:
         return forward
 
 
+REPLAY_CHUNK = 500  # files per on_files call when replaying a cached trace
 _classes: dict[int, type] = {}
 _TRANSFER_POLL = 0.01  # seconds; BAT's transfer thread polls its queue this often
 

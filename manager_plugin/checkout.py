@@ -30,7 +30,9 @@ import stat
 import string
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
 from .filestore import FileStore, is_disk_full
@@ -39,6 +41,8 @@ from .models import FileSpec
 from .paths import validate_checkout_path, validate_checksum, validate_path, validate_size
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 TEMP_PREFIX = ".shaman-tmp-"
 SUFFIX_ATTEMPTS = 10
@@ -261,15 +265,19 @@ class CheckoutBuilder:
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
         """Touch each unique blob (proves it exists and keeps GC off it)."""
         blob_path = self.store.blob_path
-        utime = os.utime
-        missing: list[FileSpec] = []
-        for sha, size in set(by_path.values()):
-            try:
-                utime(blob_path(sha, size))
-            except FileNotFoundError:
-                missing.append(FileSpec(sha, size, ""))
-        if missing:
-            wanted = {(m.sha, m.size) for m in missing}
+
+        def touch(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+            utime = os.utime
+            missing = []
+            for sha, size in keys:
+                try:
+                    utime(blob_path(sha, size))
+                except FileNotFoundError:
+                    missing.append((sha, size))
+            return missing
+
+        wanted = set(_in_parallel(touch, list(set(by_path.values()))))
+        if wanted:
             listed = [FileSpec(s, z, p) for p, (s, z) in by_path.items() if (s, z) in wanted]
             names = ", ".join(spec.path for spec in listed[:10])
             more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
@@ -280,13 +288,11 @@ class CheckoutBuilder:
     ) -> int:
         """Make every link under `root`; returns how many were reused from `donor`.
 
-        Hot loop (100k+ files): string ops only; per link one symlink, or with a donor
-        that has it, readlink + link + readlink (no new inode); plus one per new dir.
+        Directories first, then the links, on several threads for a big checkout (the
+        syscalls release the GIL; each thread gets whole directories where it can, so
+        they rarely contend for one directory's lock). Per link one symlink, or with a
+        donor that has it, link + readlink (no new inode).
         """
-        symlink = os.symlink
-        link = os.link
-        readlink = os.readlink
-        reused = 0
         if self.absolute_symlinks:
             stored = str(self.store.stored_dir)
         else:
@@ -294,6 +300,7 @@ class CheckoutBuilder:
             real_root = os.path.realpath(root)
         made_dirs: set[str] = set()
         prefixes: dict[str, str] = {}  # directory inside the checkout -> link target prefix
+        jobs: list[tuple[str, str, str]] = []  # (target, path, directory), grouped below
         for path, (sha, size) in by_path.items():
             head = path.rpartition("/")[0]
             prefix = prefixes.get(head)
@@ -308,28 +315,40 @@ class CheckoutBuilder:
                     linkdir = f"{real_root}/{head}" if head else real_root
                     prefix = os.path.relpath(real_stored, linkdir)
                 prefixes[head] = prefix
-            target = f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob"
-            dest = f"{root}/{path}"
-            if donor is not None:
+            jobs.append((head, path, f"{prefix}/{sha[:2]}/{sha[2:]}/{size}.blob"))
+        jobs.sort()
+
+        def make_links(part: list[tuple[str, str, str]]) -> list[int]:
+            symlink, link, readlink, unlink = os.symlink, os.link, os.readlink, os.unlink
+            reused = 0
+            for _head, path, target in part:
+                dest = f"{root}/{path}"
                 try:
-                    if readlink(f"{donor}/{path}") == target:
-                        link(f"{donor}/{path}", dest, follow_symlinks=False)
-                        # The inode now in our own temp dir is what counts: a symlink's
-                        # target never changes, so this check cannot go stale.
-                        if readlink(dest) == target:
-                            reused += 1
-                            continue
-                        os.unlink(dest)
+                    if donor is not None:
+                        try:
+                            link(f"{donor}/{path}", dest, follow_symlinks=False)
+                        except FileExistsError:
+                            raise
+                        except OSError:
+                            pass  # not in the donor, link count full, other filesystem, ...
+                        else:
+                            # What now sits in our own temp dir is what counts: a symlink's
+                            # target never changes, so this check cannot go stale.
+                            try:
+                                same = readlink(dest) == target
+                            except OSError:  # not a symlink at all
+                                same = False
+                            if same:
+                                reused += 1
+                                continue
+                            unlink(dest)
+                    symlink(target, dest)
                 except FileExistsError:
+                    # Only where names differ but the filesystem folds them (case).
                     raise InvalidPath(f"files: {path!r} collides with another file name") from None
-                except OSError:
-                    pass  # not in the donor, not a symlink there, link count full, ...
-            try:
-                symlink(target, dest)
-            except FileExistsError:
-                # Only possible where names differ but the filesystem folds them (case).
-                raise InvalidPath(f"files: {path!r} collides with another file name") from None
-        return reused
+            return [reused]
+
+        return sum(_in_parallel(make_links, jobs))
 
     def _rename_into_place(self, temp: str, parent: str, name: str) -> str:
         candidate = name
@@ -358,6 +377,28 @@ def _refuse_reserved(path: str, field: str) -> None:
 def _clip(name: str, max_bytes: int) -> str:
     """`name` cut to at most `max_bytes` of UTF-8, never inside a character."""
     return name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="checkout")
+PARALLEL_MIN = 2000  # items below which one thread does it all (thread hops cost more)
+
+
+def _in_parallel(func: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
+    """func over contiguous slices of items on the checkout pool; results concatenated.
+
+    The first exception of any slice is raised after every slice has finished, so the
+    caller can clean up knowing that no thread still works on its files.
+    """
+    workers = _POOL._max_workers
+    if len(items) < PARALLEL_MIN or workers < 2:
+        return func(items)
+    step = -(-len(items) // workers)
+    futures = [_POOL.submit(func, items[i : i + step]) for i in range(0, len(items), step)]
+    wait(futures)
+    results: list[R] = []
+    for future in futures:
+        results.extend(future.result())
+    return results
 
 
 def _make_dirs(root: str, head: str, made: set[str]) -> None:

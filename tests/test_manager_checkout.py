@@ -23,6 +23,13 @@ def put(store: FileStore, data: bytes, path: str) -> FileSpec:
     return FileSpec(sha, len(data), path)
 
 
+@pytest.fixture(autouse=True, params=["one thread", "threads"])
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: small checkouts run inline, big ones on the checkout pool."""
+    if request.param == "threads":
+        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
     store = FileStore(tmp_path / "storage")

@@ -44,6 +44,7 @@ from .errors import (
     StorageFull,
 )
 from .models import FileStatus
+from .zerocopy import SocketSource, SpliceJob, Stopped, start_thread
 
 try:
     import fcntl
@@ -216,10 +217,20 @@ class FileStore:
 
     # ---- receiving ---------------------------------------------------------
 
-    async def receive(self, sha: str, size: int, read: Reader, *, can_defer: bool = False) -> None:
+    async def receive(
+        self,
+        sha: str,
+        size: int,
+        read: Reader,
+        *,
+        can_defer: bool = False,
+        source: SocketSource | None = None,
+    ) -> None:
         """Stream a body into the store; return when the blob is stored by this call.
 
-        `read(n)` returns up to n bytes, b"" at the end. Raises AlreadyStored (also
+        `read(n)` returns up to n bytes, b"" at the end. With a `source` (a body of
+        exactly `size` bytes whose socket can be taken over) the body is spliced from
+        the socket instead of read; see `manager_plugin.zerocopy`. Raises AlreadyStored (also
         when a concurrent upload finished first), MustDefer, SizeMismatch,
         ChecksumMismatch, BodyTimeout or StorageFull. Nothing partial ever remains.
         """
@@ -235,7 +246,10 @@ class FileStore:
         if other is None:
             self._uploads[key] = mine
         try:
-            await self._receive(sha, size, read, other)
+            if source is not None:
+                await self._receive_spliced(sha, size, source, other)
+            else:
+                await self._receive(sha, size, read, other)
             mine.stored = True
         finally:
             mine.done.set()
@@ -299,6 +313,64 @@ class FileStore:
             if is_disk_full(exc):
                 raise StorageFull("storage is full; upload discarded") from exc
             raise
+
+    async def _receive_spliced(
+        self, sha: str, size: int, source: SocketSource, other: _Upload | None
+    ) -> None:
+        """`_receive` for a body read straight from its socket by a worker thread."""
+        final = self.blob_path(sha, size)
+        name = f"{sha}/{size}"
+        fd, temp = await asyncio.to_thread(self._open_temp, sha, size)
+        job: SpliceJob | None = None
+        running: concurrent.futures.Future[int] | None = None
+        watcher: asyncio.Task[None] | None = None
+
+        def on_batch(out_fd: int) -> bool:
+            if _sync_file_range is not None:
+                _sync_file_range(out_fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # see _write_all
+            return os.path.exists(final)  # stored by someone else meanwhile: stop
+
+        try:
+            sock, head = source.take()
+            hasher = hashlib.sha256()
+            job = SpliceJob(sock, fd, temp, head, size, hasher, self.body_read_timeout, _IO_POOL)
+            job.on_batch = on_batch
+            if other is not None:
+                watcher = asyncio.ensure_future(_flag_when_stored(other, job.stop))
+            running = start_thread(job.run)
+            try:
+                received = await asyncio.wrap_future(running)
+            except Stopped:
+                raise AlreadyStored(f"{name} was stored by another upload meanwhile") from None
+            if received != size:
+                raise SizeMismatch(f"received {received} bytes, declared size is {size}")
+            digest = hasher.hexdigest()
+            if digest != sha:
+                raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
+            commit_fd, fd = fd, -1  # _commit owns (and closes) it from here on
+            created = await asyncio.to_thread(self._commit, commit_fd, temp, final, size)
+            if not created:
+                raise AlreadyStored(f"{name} was stored by another upload meanwhile")
+        except BaseException as exc:
+            if job is not None:
+                job.stop.set()  # if it still runs (we were cancelled): stop now
+                if running is None:
+                    os.close(job.sock)  # never started, so it will not close it
+            if fd >= 0:
+                # One thread hop that first waits for the job to be done with fd, submitted
+                # right here: even if this task is cancelled again (or the loop is shutting
+                # down) before it would start, the temp is still removed.
+                loop = asyncio.get_running_loop()
+                cleanup = loop.run_in_executor(None, _settle_and_discard, running, fd, temp)
+                await asyncio.shield(cleanup)
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; upload discarded") from exc
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if job is not None:
+                source.set_unread(size - job.consumed)
 
     async def _read_chunk(self, read: Reader, want: int, other: _Upload | None, name: str) -> bytes:
         """Next piece of the body, within the timeout.
@@ -591,6 +663,18 @@ def _root_fd() -> int:
         if not _ROOT_FD:
             _ROOT_FD.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         return _ROOT_FD[0]
+
+
+def _settle_and_discard(running: concurrent.futures.Future[int] | None, fd: int, temp: str) -> None:
+    if running is not None:
+        concurrent.futures.wait([running])
+    _discard(fd, temp)
+
+
+async def _flag_when_stored(other: _Upload, flag: threading.Event) -> None:
+    await other.done.wait()
+    if other.stored:
+        flag.set()
 
 
 def _discard(fd: int, temp: str) -> None:

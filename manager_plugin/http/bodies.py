@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 from aiohttp import StreamReader, web
@@ -12,6 +13,13 @@ from ..errors import BodyTimeout, InvalidRequest
 from ..filestore import Reader
 from ..models import FileSpec
 from ..paths import validate_checksum, validate_size
+from ..zerocopy import AVAILABLE as SPLICE_AVAILABLE
+from ..zerocopy import drain, start_thread
+
+# Bodies at least this big are spliced from the socket (manager_plugin.zerocopy). Such a
+# request's connection is closed after the answer (aiohttp's parser still expects the
+# body), which costs a reconnect: negligible next to moving this many bytes.
+SPLICE_MIN_SIZE = 16 * 1024 * 1024
 
 TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})
 
@@ -105,3 +113,105 @@ def whole_chunks(content: StreamReader) -> Reader:
         return piece
 
     return read
+
+
+class _TakenSocket:
+    """The rest of a request body, read from its socket instead of through aiohttp."""
+
+    def __init__(self, request: web.Request, sock_fd: int) -> None:
+        self._request = request
+        self._sock_fd = sock_fd
+        self.taken = False
+        self._dup = -1  # our own fd of the socket, for reading the rest of the body
+        self._unread = 0
+
+    def take(self) -> tuple[int, bytes]:
+        request = self._request
+        content = request.content
+        transport = request.transport
+        assert transport is not None
+        protocol = request.protocol
+        # All synchronous, so no data arrives in between. First what aiohttp has read
+        # already: in the body's buffer, or held back in its (paused) parser. Resuming
+        # the protocol hands the latter over; so does every read below the low-water mark.
+        protocol.resume_reading()
+        pieces: list[bytes] = []
+        while True:
+            piece = content.read_nowait()
+            if not piece:
+                break
+            pieces.append(piece)
+        # aiohttp's parser still counts the rest of the body as unread: no further request
+        # may be parsed on this connection. close() makes the protocol drop any data and
+        # end the connection after the answer; feed_eof() keeps it from lingering to read
+        # the rest of the body (we do that). feed_eof resumes the transport: pause it last.
+        protocol.close()
+        content.feed_eof()
+        transport.pause_reading()
+        self.taken = True
+        # Two fds of our own: the store's (closed by its worker when done), and ours for
+        # after the answer; neither can end up reading another socket reusing the number.
+        self._dup = os.dup(self._sock_fd)
+        return os.dup(self._sock_fd), b"".join(pieces)
+
+    def set_unread(self, unread: int) -> None:
+        self._unread = unread
+
+    async def answer(self, request: web.Request, response: web.Response) -> web.Response:
+        """`response`, the last on this connection; sent right away when part of the
+        body is still unread, which is then read and dropped (up to zerocopy.LINGER s)
+        like aiohttp does, so that the client still sending gets the answer, not a reset."""
+        response.force_close()
+        sock, self._dup = self._dup, -1
+        if sock < 0:
+            return response
+        if self._unread <= 0:
+            os.close(sock)
+            return response
+        unread = self._unread
+
+        def drain_and_close() -> None:  # owns sock from here on, even if we are cancelled
+            try:
+                drain(sock, unread)
+            finally:
+                os.close(sock)
+
+        draining = start_thread(drain_and_close)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        finally:
+            await asyncio.wrap_future(draining)
+        return response
+
+    def close(self) -> None:
+        """Close the socket fd if nobody did (the request failed unexpectedly)."""
+        sock, self._dup = self._dup, -1
+        if sock >= 0:
+            os.close(sock)
+
+
+def socket_source(request: web.Request, size: int) -> _TakenSocket | None:
+    """A SocketSource for an upload body of exactly `size` bytes, or None if the body
+    must go through aiohttp (small, chunked, encoded, TLS, not Linux, ...)."""
+    if not SPLICE_AVAILABLE or size < SPLICE_MIN_SIZE:
+        return None
+    if request.content_length != size or "Transfer-Encoding" in request.headers:
+        return None
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return None
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    if not hasattr(transport, "pause_reading"):
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        fileno = sock.fileno()
+    except (OSError, ValueError):
+        return None
+    if fileno < 0 or request.content.exception() is not None:
+        return None
+    return _TakenSocket(request, fileno)

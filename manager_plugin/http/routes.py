@@ -6,11 +6,18 @@ import asyncio
 
 from aiohttp import web
 
-from ..errors import AlreadyStored, InvalidRequest
+from ..errors import AlreadyStored, InvalidRequest, ShamanError
 from ..paths import parse_size, validate_checksum
 from ..service import ShamanService
 from .auth import public
-from .bodies import header_is_true, parse_file_list, read_json_object, whole_chunks
+from .bodies import (
+    header_is_true,
+    parse_file_list,
+    read_json_object,
+    socket_source,
+    whole_chunks,
+)
+from .errors import response_for
 
 API = "/api/v3"
 FLAMENCO_COMPAT_VERSION = "3.6"
@@ -64,12 +71,24 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         sha = validate_checksum(request.match_info["checksum"], "checksum")
         size = parse_size(request.match_info["filesize"], "filesize")
         can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
+        reader = whole_chunks(request.content)
+        source = socket_source(request, size)
         try:
-            reader = whole_chunks(request.content)
-            await service.store.receive(sha, size, reader, can_defer=can_defer)
-        except AlreadyStored:
-            return web.Response(status=208)
-        return web.Response(status=204)
+            try:
+                await service.store.receive(sha, size, reader, can_defer=can_defer, source=source)
+                response = web.Response(status=204)
+            except AlreadyStored:
+                response = web.Response(status=208)
+            except ShamanError as exc:
+                if source is None or not source.taken:
+                    raise
+                response = response_for(exc)
+            if source is not None and source.taken:
+                return await source.answer(request, response)
+            return response
+        finally:
+            if source is not None:
+                source.close()
 
     async def checkout(request: web.Request) -> web.Response:
         data = await read_json_object(request, service.config.body_read_timeout)

@@ -71,7 +71,6 @@ class Entry:
     size: int = 0
     mtime_ns: int = 0
     from_cache: bool = False  # identity from the checksum cache, not hashed now
-    retracted: bool = False  # taken back by the tracer: not part of the checkout
 
     @property
     def key(self) -> Key:
@@ -182,12 +181,10 @@ class Pipeline:
                 return  # BAT lists sequence frames once per user; one copy is enough
             entry = Entry(traced.source, traced.pack_path, traced.temporary)
             self._entries[traced.pack_path] = entry
-        st: os.stat_result | None = traced.stat
-        if st is None:
-            try:
-                st = os.stat(traced.source)
-            except OSError:
-                st = None  # the hash stage reports it precisely
+        try:
+            st: os.stat_result | None = os.stat(traced.source)
+        except OSError:
+            st = None  # the hash stage reports it precisely
         cache = None if traced.temporary else self._cache
         if st is not None and cache is not None:
             sha = cache.lookup(os.path.abspath(traced.source), st.st_size, st.st_mtime_ns)
@@ -244,25 +241,6 @@ class Pipeline:
                     del known[traced.pack_path]  # add() registers them again
             for traced in misses:
                 self.add(traced)
-
-    def retract(self, pack_path: str) -> None:
-        """Take back a file add()ed earlier: it is not part of the checkout after all.
-
-        Whatever happened to its content (hashed, maybe uploaded) stays harmless: an
-        unused blob, which GC removes in time."""
-        was_settled = False
-        with self._lock:
-            entry = self._entries.pop(pack_path, None)
-            if entry is None:
-                return
-            entry.retracted = True
-            blob = self._blobs.get(entry.key) if entry.sha else None
-            if blob is not None and entry in blob.entries:
-                blob.entries.remove(entry)
-                was_settled = blob.settled
-        if was_settled:
-            self._tracker.settled(-1, -entry.size)
-        self._tracker.forget(entry.size)
 
     def tracing_done(self) -> None:
         with self._lock:
@@ -442,8 +420,6 @@ class Pipeline:
     def _blob_for(self, entry: Entry) -> Blob | None:
         """Attach a hashed entry to its blob; the blob if it is new (to be negotiated)."""
         with self._lock:
-            if entry.retracted:
-                return None
             blob = self._blobs.get(entry.key)
             if blob is not None:
                 blob.entries.append(entry)

@@ -65,13 +65,6 @@ class ProgressTracker:
             self.current_file = name
         self._report()
 
-    def forget(self, size: int) -> None:
-        """A discovered file turned out not to be part of the submission."""
-        with self._lock:
-            self.files_total -= 1
-            self.bytes_total -= size
-        self._report()
-
     def discovered_hashed(self, size: int, name: str) -> None:
         """discovered() and hashed() at once, for a file whose checksum was cached."""
         with self._lock:

@@ -95,7 +95,7 @@ class Submission:
             # its rewritten copies.
             with tracer, pipeline:
                 try:
-                    tracer.run(pipeline.add, pipeline.add_many, pipeline.retract)
+                    tracer.run(pipeline.add, pipeline.add_many)
                 except SubmitError:
                     pipeline.check()  # a pipeline failure is the real reason BAT stopped
                     raise

@@ -6,21 +6,12 @@ for the rest) and rewrites blend files whose references must change. Instead of
 copying, our file transferer hands every file to a callback. Rewritten blends live in
 BAT's temporary directory until the Tracer is closed, so keep it open until they are
 uploaded.
-
-Plain assets go out while BAT is still tracing: an image, sound or cache file that a
-blend references by a relative path inside the project keeps that path in the pack,
-so the moment BAT visits it we know both where to read it and where it goes. It is
-handed to the callback right then (hashing and uploading start during the trace) and
-BAT's own copy step skips it later. Should a later reference move it after all (the
-same file also referenced by an absolute path, which puts it in `_outside_project`),
-the early entry is retracted and BAT's copy step sends it to its real place.
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +40,6 @@ class TracedFile:
     source: str | Path  # absolute; a str when replayed from the trace cache (cheaper)
     pack_path: str  # posix, relative to the checkout root
     temporary: bool  # a blend rewritten by BAT, in its temp dir (not worth caching)
-    stat: os.stat_result | None = None  # taken just now by the tracer, if it did
 
 
 def pack_relative(dst: PurePath) -> str:
@@ -113,12 +103,9 @@ class Tracer:
         self,
         on_file: Callable[[TracedFile], None],
         on_files: Callable[[list[TracedFile]], None] | None = None,
-        on_retract: Callable[[str], None] | None = None,
     ) -> None:
-        """Trace the blend, calling on_file for each file (from this thread while BAT
-        traces, from BAT's transfer thread after); a trace replayed from the cache goes
-        to on_files in chunks, when given. With on_retract, plain assets are sent
-        early (see the module docstring) and on_retract(pack_path) takes one back."""
+        """Trace the blend, calling on_file (from BAT's transfer thread) for each file;
+        a trace replayed from the cache goes to on_files in chunks, when given."""
         if not self.blendfile.is_file():
             raise SubmitError(f"blend file not found: {self.blendfile}")
         try:
@@ -135,17 +122,12 @@ class Tracer:
                 self._replay(cached, on_file, on_files)
                 return
         started_ns = time.time_ns()
-        traced: dict[str, TracedFile] = {}
+        traced: list[TracedFile] = []
         opened: list[str] = []
 
         def recording(file: TracedFile) -> None:
-            traced.setdefault(file.pack_path, file)
+            traced.append(file)
             on_file(file)
-
-        def retracting(pack_path: str) -> None:
-            traced.pop(pack_path, None)
-            if on_retract is not None:
-                on_retract(pack_path)
 
         packer_class = _packer_class(bat)
         with _TRACE_LOCK:
@@ -156,7 +138,6 @@ class Tracer:
                     str(PACK_ROOT),
                     relative_only=self.relative_only,
                     on_file=self._renaming(recording),
-                    on_retract=retracting if on_retract is not None else None,
                 )
                 packer = self._packer
             if self._cancel.is_set():
@@ -185,9 +166,9 @@ class Tracer:
                 bat.blendfile.close_all_cached()
         self.blend_pack_path = self._renamed(pack_relative(packer.output_path))
         self.missing_files = sorted(str(p) for p in packer.missing_files)
-        if self._cache is not None and not any(f.temporary for f in traced.values()):
+        if self._cache is not None and not any(f.temporary for f in traced):
             trace = CachedTrace(
-                [(str(f.source), f.pack_path) for f in traced.values()],
+                [(str(f.source), f.pack_path) for f in traced],
                 self.missing_files,
                 self.blend_pack_path,
             )
@@ -297,54 +278,15 @@ def _packer_class(bat: ModuleType) -> type:
                 self.progress_cb.flush(timeout=_TRANSFER_POLL)
             self.progress_cb.flush()
 
-    find_new_location = bat.pack.PathAction.FIND_NEW_LOCATION
-
     class ShamanPacker(bat.pack.Packer):
         def __init__(
-            self,
-            *args: Any,
-            on_file: Callable[[TracedFile], None],
-            on_retract: Callable[[str], None] | None = None,
-            **kwargs: Any,
+            self, *args: Any, on_file: Callable[[TracedFile], None], **kwargs: Any
         ) -> None:
             super().__init__(*args, **kwargs)
             self._on_file = on_file
-            self._on_retract = on_retract
-            self._early: dict[Path, str] = {}  # asset -> pack path it was sent to early
 
         def _create_file_transferer(self) -> Any:
             return ForwardingTransferer(self._on_file, Path(self._rewrite_in))
-
-        def _visit_asset(self, asset_path: Path, usage: Any) -> None:
-            super()._visit_asset(asset_path, usage)
-            if self._on_retract is None or usage.is_sequence or asset_path in self._early:
-                return
-            action = self._actions.get(asset_path)
-            if (
-                action is None  # missing file
-                or action.path_action == find_new_location
-                or action.new_path is None
-                or usage.block.code == b"LI"  # a library: a blend BAT may rewrite later
-            ):
-                return
-            try:
-                st = os.stat(asset_path)
-            except OSError:
-                return  # BAT's copy step meets it again and reports it its own way
-            if not stat.S_ISREG(st.st_mode):
-                return  # a directory: BAT's copy step knows what to do with those
-            pack_path = pack_relative(action.new_path)
-            self._early[asset_path] = pack_path
-            self._on_file(TracedFile(asset_path, pack_path, False, st))
-
-        def _copy_asset_and_deps(self, asset_path: Path, action: Any) -> None:
-            early = self._early.get(asset_path)
-            if early is not None:
-                if action.read_from is None and pack_relative(action.new_path) == early:
-                    return  # sent while tracing
-                assert self._on_retract is not None
-                self._on_retract(early)  # moved after all: BAT sends it to its real place
-            super()._copy_asset_and_deps(asset_path, action)
 
         def _write_info_file(self) -> None:
             """No pack-info.txt: the checkout holds the blend and its assets only."""

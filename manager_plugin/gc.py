@@ -1,7 +1,13 @@
 """Garbage collection: delete blobs nobody links to and nobody used for `maxAge`.
 
-"Linked" is decided by the file a symlink resolves to (device, inode), so
-relative, absolute and differently-mounted links all count. A sweep:
+"Linked" is decided by the file a symlink resolves to, so relative, absolute
+and differently-mounted links all count. Most links are resolved without
+following them: the target is read and joined in text to the link's own
+physical directory; when that names a regular blob the walk of `stored/` found
+(through real directories only), it is the file the kernel would reach. Any
+other link is followed with stat and counted by (device, inode). Reading the
+link's own target is cheaper than following it, and on a cold cache it spares
+a read of every blob's inode. A sweep:
 
 1. takes the storage lock exclusively for a moment (a barrier: checkouts in
    flight finish first) and records the start time T from the filesystem clock;
@@ -20,7 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,8 +38,8 @@ from .locking import StorageLock
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # blobs re-checked and deleted per exclusive-lock hold
-LINK_BATCH = 512
-LINK_STAT_WORKERS = 2
+SCAN_WORKERS = min(2, os.cpu_count() or 1)  # threads walking stored/ (more: GIL-bound)
+SCAN_SLICES = 16  # stored/ is walked in this many slices of its two-letter dirs
 
 
 @dataclass
@@ -82,17 +88,27 @@ class GarbageCollector:
             start = self._fs_now()
         cutoff = start - self.max_age.total_seconds()
 
-        linked: set[tuple[int, int]] = set()
         stale_checkout_temps: list[str] = []
-        # Syscalls dominate and release the GIL: walk stored/ in one thread while this
-        # one walks the checkouts and other threads stat (follow) the links found.
-        with ThreadPoolExecutor(max_workers=1 + LINK_STAT_WORKERS) as pool:
-            scan = pool.submit(self._scan_stored)
-            for root in [self.jobs_dir, *self.extra_checkout_paths]:
-                # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
-                temps = stale_checkout_temps if root == self.jobs_dir else None
-                stats.links_seen += self._collect_links(str(root), linked, temps, start, pool)
-            blobs, dir_counts = scan.result()
+        stored = str(self.store.stored_dir)
+        links = _Links(os.path.realpath(stored))
+        for root in [self.jobs_dir, *self.extra_checkout_paths]:
+            # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
+            temps = stale_checkout_temps if root == self.jobs_dir else None
+            stats.links_seen += self._collect_links(str(root), links, temps, start)
+        # Then stored/, in slices on SCAN_WORKERS threads (its syscalls release the GIL).
+        # One after the other: walking the checkouts at the same time made both slower
+        # (200,000 blobs and links on 2 cores: 3.5-3.9 s together, 2.9-3.0 s in turn).
+        tops = _subdirs(stored)
+        blobs: list[tuple[str, int, int]] = []
+        dir_counts: dict[str, int] = {}
+        with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
+            for slice_blobs, slice_counts in pool.map(
+                _scan_stored, [tops[i::SCAN_SLICES] for i in range(SCAN_SLICES)]
+            ):
+                blobs += slice_blobs
+                dir_counts.update(slice_counts)
+        cut = len(stored) + 1
+        linked = links.settle({path[cut:] for path, _, _ in blobs}, cut)
 
         candidates = self._find_candidates(blobs, linked, cutoff, stats)
         for i in range(0, len(candidates), BATCH):
@@ -120,16 +136,11 @@ class GarbageCollector:
 
     @staticmethod
     def _collect_links(
-        root: str,
-        linked: set[tuple[int, int]],
-        stale_temps: list[str] | None,
-        start: float,
-        pool: ThreadPoolExecutor,
+        root: str, links: _Links, stale_temps: list[str] | None, start: float
     ) -> int:
         seen = 0
-        batch: list[str] = []
-        futures: list[Future[list[tuple[int, int]]]] = []
-        stack = [root]
+        # A physical path, so that ".." in a link target means the textual parent.
+        stack = [os.path.realpath(root)]
         while stack:
             directory = stack.pop()
             try:
@@ -140,10 +151,7 @@ class GarbageCollector:
                 for entry in it:
                     if entry.is_symlink():
                         seen += 1
-                        batch.append(entry.path)
-                        if len(batch) >= LINK_BATCH:
-                            futures.append(pool.submit(_link_targets, batch))
-                            batch = []
+                        links.add(directory, entry.path)
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                         if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
@@ -157,42 +165,12 @@ class GarbageCollector:
                                 continue
                             if mtime < start:
                                 stale_temps.append(entry.path)
-        if batch:
-            futures.append(pool.submit(_link_targets, batch))
-        for future in futures:
-            linked.update(future.result())
         return seen
-
-    def _scan_stored(self) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
-        """Every blob as (path, dev, inode from readdir), and the entry count of each dir."""
-        stored = str(self.store.stored_dir)
-        try:
-            dev = os.stat(stored).st_dev
-        except FileNotFoundError:
-            return [], {}
-        blobs: list[tuple[str, int, int]] = []
-        dir_counts: dict[str, int] = {}
-        for top in _subdirs(stored):
-            dir_counts[top] = 0
-            for blob_dir in _subdirs(top):
-                dir_counts[top] += 1
-                count = 0
-                try:
-                    it = os.scandir(blob_dir)
-                except OSError:
-                    continue
-                with it:
-                    for entry in it:
-                        count += 1
-                        if entry.name.endswith(".blob"):
-                            blobs.append((entry.path, dev, entry.inode()))
-                dir_counts[blob_dir] = count
-        return blobs, dir_counts
 
     def _find_candidates(
         self,
         blobs: list[tuple[str, int, int]],
-        linked: set[tuple[int, int]],
+        linked: _Linked,
         cutoff: float,
         stats: SweepStats,
     ) -> list[tuple[str, int, int]]:
@@ -200,13 +178,13 @@ class GarbageCollector:
         candidates: list[tuple[str, int, int]] = []
         for path, dev, ino in blobs:
             # d_ino came free from readdir: linked blobs need no stat at all.
-            if (dev, ino) in linked:
+            if linked.has(path, dev, ino):
                 continue
             try:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if st.st_mtime < cutoff and (st.st_dev, st.st_ino) not in linked:
+            if st.st_mtime < cutoff and not linked.has(path, st.st_dev, st.st_ino):
                 candidates.append((path, st.st_dev, st.st_ino))
         stats.blobs_checked = len(blobs)
         return candidates
@@ -214,7 +192,7 @@ class GarbageCollector:
     def _delete_batch(
         self,
         batch: list[tuple[str, int, int]],
-        linked: set[tuple[int, int]],
+        linked: _Linked,
         cutoff: float,
         dry_run: bool,
         stats: SweepStats,
@@ -227,7 +205,7 @@ class GarbageCollector:
                 except OSError:
                     continue
                 # Touched or re-created since the walk: a checkout or request wants it.
-                if st.st_mtime >= cutoff or (st.st_dev, st.st_ino) in linked:
+                if st.st_mtime >= cutoff or linked.has(path, st.st_dev, st.st_ino):
                     continue
                 if not dry_run:
                     try:
@@ -272,17 +250,113 @@ class GarbageCollector:
         return removed
 
 
-def _link_targets(paths: list[str]) -> list[tuple[int, int]]:
-    """(dev, ino) of what each symlink resolves to; dangling links are skipped."""
-    found: list[tuple[int, int]] = []
-    stat = os.stat
-    for path in paths:
+@dataclass
+class _Linked:
+    """What the checkouts link to: blobs by path below stored/ (their text-resolved
+    links) and by (dev, ino) (the followed ones)."""
+
+    keys: set[str]  # "ab/cdef…/SIZE.blob"
+    cut: int  # length of the stored/ path the blob paths asked about start with, plus 1
+    inodes: set[tuple[int, int]]
+
+    def has(self, path: str, dev: int, ino: int) -> bool:
+        return path[self.cut :] in self.keys or (dev, ino) in self.inodes
+
+
+class _Links:
+    """Collects the targets of the links found by the walk, then resolves them."""
+
+    def __init__(self, stored: str) -> None:
+        self._prefix = stored + os.sep  # `stored` is the physical path of stored/
+        self._textual: list[tuple[str, str]] = []  # (target key below stored/, link path)
+        self._others: list[str] = []  # links to follow with stat
+        self._parents: dict[tuple[str, int], str | None] = {}
+
+    def add(self, directory: str, link: str) -> None:
+        """A symlink at `link`, in the physical directory `directory`."""
         try:
-            st = stat(path)  # follows the link
+            target = os.readlink(link)
+        except OSError:
+            return  # gone meanwhile
+        if not target.startswith(os.sep):
+            ups = 0
+            while target.startswith("../", ups * 3):
+                ups += 1
+            base = self._ancestor(directory, ups)
+            if base is None:
+                self._others.append(link)
+                return
+            target = f"{base}{os.sep}{target[ups * 3 :]}"
+        if target.startswith(self._prefix):
+            self._textual.append((target[len(self._prefix) :], link))
+        else:
+            self._others.append(link)
+
+    def _ancestor(self, directory: str, ups: int) -> str | None:
+        key = (directory, ups)
+        try:
+            return self._parents[key]
+        except KeyError:
+            pass
+        base: str | None = directory
+        for _ in range(ups):
+            parent = os.path.dirname(base)
+            if parent == base:
+                base = None  # above the root: let the kernel say where that goes
+                break
+            base = parent
+        self._parents[key] = base
+        return base
+
+    def settle(self, blob_keys: set[str], cut: int) -> _Linked:
+        """The linked set, given the regular blob files the walk of stored/ found (as
+        paths below it) and the length of the path prefix `has` will cut off.
+
+        A text-resolved target that is one of them is the file the link reaches (every
+        component is a real directory, the last a regular file); any other is followed.
+        """
+        keys: set[str] = set()
+        others = self._others
+        for key, link in self._textual:
+            if key in blob_keys:
+                keys.add(key)
+            else:
+                others.append(link)
+        inodes: set[tuple[int, int]] = set()
+        for link in others:
+            try:
+                st = os.stat(link)  # follows the link
+            except OSError:
+                continue  # dangling
+            inodes.add((st.st_dev, st.st_ino))
+        return _Linked(keys, cut, inodes)
+
+
+def _scan_stored(tops: list[str]) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+    """The regular blob files below these two-letter dirs of stored/ as (path, dev,
+    inode from readdir), and the entry count of each dir. Symlinked dirs are not entered."""
+    blobs: list[tuple[str, int, int]] = []
+    dir_counts: dict[str, int] = {}
+    for top in tops:
+        try:
+            dev = os.stat(top).st_dev
         except OSError:
             continue
-        found.append((st.st_dev, st.st_ino))
-    return found
+        dir_counts[top] = 0
+        for blob_dir in _subdirs(top):
+            dir_counts[top] += 1
+            count = 0
+            try:
+                it = os.scandir(blob_dir)
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    count += 1
+                    if entry.name.endswith(".blob") and entry.is_file(follow_symlinks=False):
+                        blobs.append((entry.path, dev, entry.inode()))
+            dir_counts[blob_dir] = count
+    return blobs, dir_counts
 
 
 def _subdirs(path: str) -> list[str]:

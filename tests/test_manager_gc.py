@@ -237,3 +237,65 @@ def test_temp_named_dirs_in_extra_checkout_paths_are_not_ours_to_remove(tmp_path
     _store, gc = collector(tmp_path / "storage", extra_checkout_paths=[extra])
     gc.sweep()
     assert foreign.is_dir()
+
+
+def _blob_dir_rel(blob: FileSpec) -> str:
+    return f"{blob.sha[:2]}/{blob.sha[2:]}"
+
+
+def test_links_resolved_in_text_still_reach_blobs_behind_symlinked_store_dirs(tmp_path):
+    """Most links are resolved without following them; where text and kernel could
+    disagree (a symlinked dir or a symlink named like a blob inside stored/, or `..`
+    after a name), the link is followed, and the blob it really reaches is kept."""
+    store, gc = collector(tmp_path / "storage")
+    behind_dir, behind_name, plain = (put_blob(store, d) for d in (b"dir", b"name", b"dots"))
+    stored = store.stored_dir
+    # stored/zz is a symlink to the real two-letter dir of `behind_dir`.
+    alias_top = stored / "zz"
+    alias_top.symlink_to(stored / behind_dir.sha[:2])
+    # A symlink named like a blob, pointing at the real blob `behind_name`.
+    fake = stored / "yy" / ("0" * 62)
+    fake.mkdir(parents=True)
+    (fake / "4.blob").symlink_to(store.stored_path(behind_name.sha, behind_name.size))
+    job = tmp_path / "storage/jobs/job/deeper"
+    job.mkdir(parents=True)
+    up = "../../../file-store/stored"
+    (job / "a").symlink_to(f"{up}/zz/{behind_dir.sha[2:]}/{behind_dir.size}.blob")
+    (job / "b").symlink_to(f"{up}/yy/{'0' * 62}/4.blob")
+    (job / "c").symlink_to(f"{up}/{plain.sha[:2]}/../{_blob_dir_rel(plain)}/{plain.size}.blob")
+    for name in "abc":
+        assert (job / name).exists()
+
+    stats = gc.sweep()
+
+    assert stats.links_seen == 3
+    for blob in (behind_dir, behind_name, plain):
+        assert store.stored_path(blob.sha, blob.size).exists()
+
+
+def test_relative_links_count_when_the_storage_path_goes_through_a_symlink(tmp_path):
+    real = tmp_path / "real-storage"
+    real.mkdir()
+    (tmp_path / "storage").symlink_to(real)
+    store, gc = collector(tmp_path / "storage")
+    kept, gone = put_blob(store, b"kept"), put_blob(store, b"gone")
+    job = tmp_path / "storage/jobs/job"
+    job.mkdir(parents=True)
+    (job / "f").symlink_to(f"../../file-store/stored/{_blob_dir_rel(kept)}/{kept.size}.blob")
+
+    stats = gc.sweep()
+
+    # Paths are reported as configured, not as the physical path.
+    assert stats.deleted == [str(store.stored_path(gone.sha, gone.size))]
+    assert store.stored_path(kept.sha, kept.size).exists()
+
+
+def test_a_link_climbing_above_the_filesystem_root_is_followed(tmp_path):
+    store, gc = collector(tmp_path)
+    blob = put_blob(store, b"far up")
+    job = tmp_path / "jobs/job"
+    job.mkdir(parents=True)
+    ups = "../" * (len(job.parts) + 3)  # more than the depth: the kernel stops at /
+    (job / "f").symlink_to(f"{ups}{str(store.stored_path(blob.sha, blob.size)).lstrip('/')}")
+    assert (job / "f").exists()
+    assert gc.sweep().files_deleted == 0

@@ -79,4 +79,4 @@ def run(ctx: Context) -> list[Row]:
             )
         ]
     finally:
-        ctx.cleanup(root)
+        ctx.cleanup(root, many_files=True)

@@ -104,7 +104,7 @@ def run_first(ctx: Context) -> list[Row]:
             )
         ]
     finally:
-        ctx.cleanup(root)
+        ctx.cleanup(root, many_files=True)
 
 
 def run_resubmit(ctx: Context) -> list[Row]:
@@ -187,4 +187,4 @@ def run_resubmit(ctx: Context) -> list[Row]:
             ),
         ]
     finally:
-        ctx.cleanup(root)
+        ctx.cleanup(root, many_files=True)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from manager_plugin.config import Config
+from manager_plugin.filestore import FileStore
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
 
@@ -72,3 +73,19 @@ def manager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Manage
 @pytest.fixture
 def manager(manager_factory: ManagerFactory) -> RunningManager:
     return manager_factory()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    """A bare file store (no server) in a fresh tmp dir."""
+    store = FileStore(tmp_path / "storage")
+    store.ensure_dirs()
+    return store
+
+
+@pytest.fixture(params=["one thread", "threads"])
+def checkout_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test twice: small checkouts run inline, big ones on the checkout pool. Use with
+    `pytestmark = pytest.mark.usefixtures("checkout_modes")`."""
+    if request.param == "threads":
+        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)

@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
+from checkout_helpers import put
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
 from manager_plugin.filestore import FileStore
 from manager_plugin.models import FileSpec
 
-
-def put(store: FileStore, data: bytes, path: str) -> FileSpec:
-    sha = hashlib.sha256(data).hexdigest()
-    blob = store.stored_path(sha, len(data))
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    return FileSpec(sha, len(data), path)
-
-
-@pytest.fixture(autouse=True, params=["one thread", "threads"])
-def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test twice: small checkouts run inline, big ones on the checkout pool."""
-    if request.param == "threads":
-        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path / "storage")
-    store.ensure_dirs()
-    return store
+pytestmark = pytest.mark.usefixtures("checkout_modes")
 
 
 def builder(store: FileStore, **kwargs: bool) -> CheckoutBuilder:

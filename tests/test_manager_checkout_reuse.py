@@ -6,13 +6,13 @@ resolution), whatever state the earlier checkout is in.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from checkout_helpers import put
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.filestore import FileStore
@@ -20,28 +20,7 @@ from manager_plugin.gc import GarbageCollector
 from manager_plugin.locking import StorageLock
 from manager_plugin.models import FileSpec
 
-
-def put(store: FileStore, data: bytes, path: str) -> FileSpec:
-    sha = hashlib.sha256(data).hexdigest()
-    blob = store.stored_path(sha, len(data))
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    if not blob.exists():
-        blob.write_bytes(data)
-    return FileSpec(sha, len(data), path)
-
-
-@pytest.fixture(autouse=True, params=["one thread", "threads"])
-def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test twice: small checkouts run inline, big ones on the checkout pool."""
-    if request.param == "threads":
-        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path / "storage")
-    store.ensure_dirs()
-    return store
+pytestmark = pytest.mark.usefixtures("checkout_modes")
 
 
 def project(store: FileStore, tag: bytes = b"") -> list[FileSpec]:

@@ -295,14 +295,9 @@ class FileStore:
                 if await pending.result():
                     raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
                 pending = None
-            if received != size:
-                raise SizeMismatch(f"received {received} bytes, declared size is {size}")
-            digest = hasher.hexdigest()
-            if digest != sha:
-                raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
+            _check_body(sha, size, received, hasher)
             commit_fd, fd = fd, -1  # _commit owns (and closes) it from here on
-            created = await asyncio.to_thread(self._commit, commit_fd, temp, final, size)
-            if not created:
+            if not await asyncio.to_thread(self._commit, commit_fd, temp, final, size):
                 raise AlreadyStored(f"{sha}/{size} was stored by another upload meanwhile")
         except BaseException as exc:
             if pending is not None:
@@ -342,14 +337,9 @@ class FileStore:
                 received = await asyncio.wrap_future(running)
             except Stopped:
                 raise AlreadyStored(f"{name} was stored by another upload meanwhile") from None
-            if received != size:
-                raise SizeMismatch(f"received {received} bytes, declared size is {size}")
-            digest = hasher.hexdigest()
-            if digest != sha:
-                raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
+            _check_body(sha, size, received, hasher)
             commit_fd, fd = fd, -1  # _commit owns (and closes) it from here on
-            created = await asyncio.to_thread(self._commit, commit_fd, temp, final, size)
-            if not created:
+            if not await asyncio.to_thread(self._commit, commit_fd, temp, final, size):
                 raise AlreadyStored(f"{name} was stored by another upload meanwhile")
         except BaseException as exc:
             if job is not None:
@@ -663,6 +653,15 @@ def _root_fd() -> int:
         if not _ROOT_FD:
             _ROOT_FD.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         return _ROOT_FD[0]
+
+
+def _check_body(sha: str, size: int, received: int, hasher: hashlib._Hash) -> None:
+    """Raise SizeMismatch or ChecksumMismatch unless the body received is the one declared."""
+    if received != size:
+        raise SizeMismatch(f"received {received} bytes, declared size is {size}")
+    digest = hasher.hexdigest()
+    if digest != sha:
+        raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
 
 
 def _settle_and_discard(running: concurrent.futures.Future[int] | None, fd: int, temp: str) -> None:

@@ -633,9 +633,17 @@ class _BufferJob:
 
     async def result(self) -> bool:
         """Wait for both; True if the blob appeared meanwhile (see `_write_all`)."""
-        await asyncio.wait({asyncio.wrap_future(self.hashing), asyncio.wrap_future(self.writing)})
-        self.hashing.result()
-        return self.writing.result()
+        # gather retrieves both outcomes: an asyncio wrapper whose exception nobody
+        # fetched would be logged as "Future exception was never retrieved" (a full disk).
+        hashed, written = await asyncio.gather(
+            asyncio.wrap_future(self.hashing),
+            asyncio.wrap_future(self.writing),
+            return_exceptions=True,
+        )
+        for outcome in (hashed, written):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return bool(written)
 
     def settle(self) -> None:
         """Block until both threads are done, whatever happened (for cleanup)."""

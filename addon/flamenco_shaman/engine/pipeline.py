@@ -170,77 +170,46 @@ class Pipeline:
     # --- input ---------------------------------------------------------------
 
     def add(self, traced: TracedFile) -> None:
-        """Called from BAT's transfer thread for each file of the pack.
-
-        The one stat taken here serves progress and the checksum-cache lookup; a cache hit
-        is resolved right here (no hand-off to the hash pool), a miss is hashed in the pool.
-        """
-        self._check()
-        with self._lock:
-            if traced.pack_path in self._entries:
-                return  # BAT lists sequence frames once per user; one copy is enough
-            entry = Entry(traced.source, traced.pack_path, traced.temporary)
-            self._entries[traced.pack_path] = entry
-        try:
-            st: os.stat_result | None = os.stat(traced.source)
-        except OSError:
-            st = None  # the hash stage reports it precisely
-        cache = None if traced.temporary else self._cache
-        if st is not None and cache is not None:
-            sha = cache.lookup(os.path.abspath(traced.source), st.st_size, st.st_mtime_ns)
-            if sha is not None:
-                entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
-                entry.from_cache = True
-                self._tracker.discovered_hashed(st.st_size, traced.pack_path)
-                self._hashed.put(entry)  # queued before tracing_done() can queue _END
-                return
-        with self._lock:
-            self._hash_pending += 1
-        self._tracker.discovered(st.st_size if st is not None else 0, traced.pack_path)
-        self._hasher.submit(self._guard, self._hash, entry, st)
+        """Called from BAT's transfer thread for each file of the pack."""
+        self.add_many([traced])
 
     def add_many(self, files: list[TracedFile]) -> None:
-        """add() for many files at once (a replayed trace): cache hits are handed to the
-        negotiator in one piece instead of one queue hand-off per file."""
+        """add() for several files at once (a replayed trace comes in chunks).
+
+        The one stat taken per file serves progress and the checksum-cache lookup; cache
+        hits are resolved right here and handed to the negotiator in one piece (no hash
+        pool), misses are hashed in the pool.
+        """
         self._check()
-        cache = self._cache
-        hits: list[Entry] = []
-        misses: list[TracedFile] = []
-        known = self._entries
+        fresh: list[Entry] = []
         with self._lock:
-            fresh = []
             for traced in files:
-                if traced.pack_path not in known:
-                    entry = Entry(traced.source, traced.pack_path, traced.temporary)
-                    known[traced.pack_path] = entry
-                    fresh.append((traced, entry))
-        stat = os.stat
-        abspath = os.path.abspath
-        discovered = self._tracker.discovered_hashed
-        for traced, entry in fresh:
+                if traced.pack_path in self._entries:
+                    continue  # BAT lists sequence frames once per user; one copy is enough
+                entry = Entry(traced.source, traced.pack_path, traced.temporary)
+                self._entries[traced.pack_path] = entry
+                fresh.append(entry)
+        hits: list[Entry] = []
+        for entry in fresh:
             try:
-                st = stat(traced.source)
+                st: os.stat_result | None = os.stat(entry.source)
             except OSError:
-                misses.append(traced)
-                continue
-            sha = None
-            if cache is not None and not traced.temporary:
-                sha = cache.lookup(abspath(traced.source), st.st_size, st.st_mtime_ns)
-            if sha is None:
-                misses.append(traced)
-                continue
-            entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
-            entry.from_cache = True
-            discovered(st.st_size, traced.pack_path)
-            hits.append(entry)
+                st = None  # the hash stage reports it precisely
+            cache = None if entry.temporary else self._cache
+            if st is not None and cache is not None:
+                sha = cache.lookup(os.path.abspath(entry.source), st.st_size, st.st_mtime_ns)
+                if sha is not None:
+                    entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
+                    entry.from_cache = True
+                    self._tracker.discovered_hashed(st.st_size, entry.pack_path)
+                    hits.append(entry)
+                    continue
+            with self._lock:
+                self._hash_pending += 1
+            self._tracker.discovered(st.st_size if st is not None else 0, entry.pack_path)
+            self._hasher.submit(self._guard, self._hash, entry, st)
         if hits:
             self._hashed.put(hits)  # queued before tracing_done() can queue _END
-        if misses:
-            with self._lock:
-                for traced in misses:
-                    del known[traced.pack_path]  # add() registers them again
-            for traced in misses:
-                self.add(traced)
 
     def tracing_done(self) -> None:
         with self._lock:

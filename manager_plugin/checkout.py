@@ -379,7 +379,8 @@ def _clip(name: str, max_bytes: int) -> str:
     return name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
-_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="checkout")
+_WORKERS = max(2, os.cpu_count() or 1)
+_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="checkout")
 PARALLEL_MIN = 2000  # items below which one thread does it all (thread hops cost more)
 
 
@@ -389,10 +390,9 @@ def _in_parallel(func: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
     The first exception of any slice is raised after every slice has finished, so the
     caller can clean up knowing that no thread still works on its files.
     """
-    workers = _POOL._max_workers
-    if len(items) < PARALLEL_MIN or workers < 2:
+    if len(items) < PARALLEL_MIN:
         return func(items)
-    step = -(-len(items) // workers)
+    step = -(-len(items) // _WORKERS)
     futures = [_POOL.submit(func, items[i : i + step]) for i in range(0, len(items), step)]
     wait(futures)
     results: list[R] = []

@@ -15,7 +15,7 @@ to link it by), their temp file is anonymous: an inode in `uploading/` with no n
 which never appears in a listing and vanishes by itself if the process dies. That
 also spares a per-file `uploading/{sha[:2]}/{sha[2:]}/` directory created and removed
 again for every small file: on ext4 a burst of freed inodes makes the next inode
-allocations (the checkout's symlinks, right after) scan past them for ~30 s.
+allocations (the checkout's symlinks, right after) scan past them for minutes.
 """
 
 from __future__ import annotations

@@ -328,8 +328,8 @@ class FileStore:
         try:
             sock, head = source.take()
             hasher = hashlib.sha256()
-            job = SpliceJob(sock, fd, temp, head, size, hasher, self.body_read_timeout, _IO_POOL)
-            job.on_batch = on_batch
+            timeout = self.body_read_timeout
+            job = SpliceJob(sock, fd, temp, head, size, hasher, timeout, _IO_POOL, on_batch)
             if other is not None:
                 watcher = asyncio.ensure_future(_flag_when_stored(other, job.stop))
             running = start_thread(job.run)

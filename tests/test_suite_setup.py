@@ -48,6 +48,8 @@ def test_root_tests_are_deselected_with_the_reason_when_not_root(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        # The outer run's options (e.g. which tests to run) must not reach the inner one.
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
     )
     assert run.returncode == 5, run.stdout  # 5: no test ran (all deselected), none failed
     assert "3 deselected" in run.stdout

@@ -22,7 +22,7 @@ from . import __version__
 from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
 
 PROG = "shaman-submit"
-# Also read by the add-on in background mode; keeps the token out of `ps`.
+# The token without the command line, where `ps` shows it to every user.
 TOKEN_ENV = "FLAMENCO_SHAMAN_TOKEN"
 
 

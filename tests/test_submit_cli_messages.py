@@ -145,6 +145,33 @@ def test_a_json_server_that_is_not_flamenco_is_named_without_markup(other_server
     )
 
 
+class _LookalikeWithoutShaman(_OtherJsonApi):
+    """Answers Flamenco's version and configuration, but any POST with an HTML 501 page."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"version": "3.6", "name": "lookalike", "shamanEnabled": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_an_html_error_page_is_reported_by_its_status_not_its_markup(project):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LookalikeWithoutShaman)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        line = error_line(shaman_submit(project / "basic_file.blend", "--manager", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert line == (
+        "shaman-submit: error: the manager answered 501 when negotiating which files to "
+        "upload: Unsupported method ('POST')"
+    )
+
+
 def test_version_prints_the_version():
     run = shaman_submit("--version")
     assert run.returncode == 0

@@ -39,9 +39,10 @@ SHAMAN_KEYS = (
     "bodyReadTimeout",
     "legacyBasePath",
 )
-# Flamenco Manager 3's own top-level keys (internal/manager/config/config.go), with
-# `shaman`: accepted silently, and the names a top-level typo is compared with.
-FLAMENCO_TOP_LEVEL_KEYS = (
+# Top-level keys: Flamenco Manager 3's own (internal/manager/config/config.go), which
+# include `shaman`, plus any other this file reads. Accepted silently; an unknown
+# top-level key is warned about only when it is close to one of these (a typo).
+TOP_LEVEL_KEYS = (
     "_meta",
     "manager_name",
     "database",
@@ -187,9 +188,9 @@ def _warn_unknown_keys(src: _Source) -> None:
     """Log each key under `shaman:` this file does not read, and each top-level key that
     looks like a typo of a known one (other top-level keys belong to Flamenco)."""
     for key in src.data:
-        if not isinstance(key, str) or key in FLAMENCO_TOP_LEVEL_KEYS:
+        if not isinstance(key, str) or key in TOP_LEVEL_KEYS:
             continue
-        close = difflib.get_close_matches(key, FLAMENCO_TOP_LEVEL_KEYS, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.75)
         if close:
             log.warning("%s: unknown key, ignored; did you mean %s?", src.where(key), close[0])
     _warn_unknown_under(src, "", src.get("shaman"))

@@ -9,15 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .config import Config, load_config, parse_listen
+from . import __version__
+from .config import DEFAULT_STORAGE, Config, load_config, parse_listen
 from .errors import ConfigError
 
 PROG = "shaman-manager"
 EXIT_CONFIG_ERROR = 2
+# The access token without putting it in the config file or on the command line.
+TOKEN_ENV = "FLAMENCO_SHAMAN_MANAGER_TOKEN"
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +50,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
+def existing_storage(config: Config, args: argparse.Namespace) -> None:
+    """gc and fsck work on a storage that exists; say how to point them at it."""
+    path = config.storage_path
+    if path.is_dir():
+        return
+    problem = "is not a directory" if path.exists() else "does not exist"
+    hint = ""
+    if args.config is None and args.storage is None:
+        hint = (
+            f" (without --config or --storage it is ./{DEFAULT_STORAGE} in the current "
+            "directory); give --storage DIR or --config flamenco-manager.yaml"
+        )
+    raise ConfigError(f"shared_storage_path: {path} {problem}{hint}")
+
+
 def ensure_storage(config: Config) -> None:
+    if config.storage_path.exists() and not config.storage_path.is_dir():
+        raise ConfigError(f"shared_storage_path: {config.storage_path} is not a directory")
     try:
         config.storage_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -66,13 +87,35 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="address to listen on, e.g. ':8080' or '127.0.0.1:0'"
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"access token for the Shaman endpoints, read from FILE (or set ${TOKEN_ENV}); "
+        "overrides shaman.token",
+    )
     parser.set_defaults(func=cmd_serve)
+
+
+def token_override(args: argparse.Namespace) -> str | None:
+    """--token-file, else $FLAMENCO_SHAMAN_MANAGER_TOKEN, else None (keep the file's)."""
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"--token-file: cannot read {args.token_file}: {reason}") from None
+        if not token:
+            raise ConfigError(f"--token-file: {args.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .http.server import print_ready_line, serve_until_signal
 
     config = config_from_args(args)
+    config.token = token_override(args) or config.token
     ensure_storage(config)
     try:
         asyncio.run(serve_until_signal(config, lambda url: print_ready_line(url, config)))
@@ -98,10 +141,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from .service import ShamanService
 
     config = config_from_args(args)
-    if not config.storage_path.is_dir():
-        raise ConfigError(f"shared_storage_path: {config.storage_path} is not a directory")
+    existing_storage(config, args)
     stats = ShamanService(config).collect_garbage(dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
+    verb, remove = ("would delete", "would remove") if args.dry_run else ("deleted", "removed")
     for path in stats.deleted:
         print(f"{verb} {path}")
     _print_some("cannot read store dir (its blobs are kept)", stats.store_errors)
@@ -115,7 +157,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     print(
         f"{verb} {stats.files_deleted} blobs ({stats.bytes_deleted} bytes); "
         f"checked {stats.blobs_checked} blobs, saw {stats.links_seen} links, "
-        f"removed {stats.temps_removed} stale temps and {stats.dirs_removed} dirs"
+        f"{remove} {stats.temps_removed} stale temps and {stats.dirs_removed} dirs"
     )
     return 0
 
@@ -145,11 +187,10 @@ def add_fsck_command(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     """Exit 0 when the storage is clean (or fully repaired), 1 when problems remain."""
-    from .fsck import run_fsck
+    from .fsck import DANGLING_LINK, run_fsck
 
     config = config_from_args(args)
-    if not config.storage_path.is_dir():
-        raise ConfigError(f"shared_storage_path: {config.storage_path} is not a directory")
+    existing_storage(config, args)
     report = run_fsck(
         config.storage_path,
         extra_checkout_paths=config.gc_extra_checkout_paths,
@@ -157,6 +198,16 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     )
     for problem in report.problems:
         print(problem)
+    lost = [p.path for p in report.problems if p.kind == DANGLING_LINK]
+    if lost:
+        print(f"Checkouts that lost a file, whose blob is missing ({len(lost)}):")
+        for link in lost:
+            print(f"  {link}")
+        print(
+            "To heal them, submit those blend files again: the manager asks only for the "
+            "blobs it lacks, so exactly these files are uploaded, and the old checkouts' "
+            "links find them again (if the files still have the same content)."
+        )
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -174,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Shaman file server for Flamenco (speaks Flamenco 3's API)."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in COMMANDS:
         add_command(subparsers)

@@ -2,10 +2,14 @@
 
 Keys Flamenco's Manager owns but Shaman does not use are ignored, so an existing
 Manager file works unchanged. Errors name the key and, when YAML knows it, the line.
+Unknown keys under `shaman:`, and top-level keys that look like a typo of a known one,
+are logged as warnings: a misspelt key would otherwise silently mean its default.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +23,42 @@ from .durations import parse_duration
 from .errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+# Every key read under `shaman:`, nested ones dotted. A key this file learns to read is
+# added here too, or it is reported as unknown.
+SHAMAN_KEYS = (
+    "enabled",
+    "garbageCollect",
+    "garbageCollect.period",
+    "garbageCollect.maxAge",
+    "garbageCollect.extraCheckoutPaths",
+    "absoluteSymlinks",
+    "token",
+    "bodyReadTimeout",
+    "legacyBasePath",
+)
+# Top-level keys: Flamenco Manager 3's own (internal/manager/config/config.go), which
+# include `shaman`, plus any other this file reads. Accepted silently; an unknown
+# top-level key is warned about only when it is close to one of these (a typo).
+TOP_LEVEL_KEYS = (
+    "_meta",
+    "manager_name",
+    "database",
+    "database_check_period",
+    "listen",
+    "autodiscoverable",
+    "local_manager_storage_path",
+    "shared_storage_path",
+    "shaman",
+    "task_timeout",
+    "worker_timeout",
+    "blocklist_threshold",
+    "task_fail_after_softfail_count",
+    "mqtt",
+    "variables",
+)
 
 DEFAULT_LISTEN = ":8080"
 DEFAULT_STORAGE = Path("flamenco-storage")
@@ -116,10 +156,7 @@ def _read_yaml(path: Path) -> _Source:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: invalid YAML{line}: {problem}") from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -128,6 +165,54 @@ def _read_yaml(path: Path) -> _Source:
     if root is not None:
         _key_lines(root, "", lines)
     return _Source(path, data, lines)
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """The parser's complaint, then the line it blames and the one before: YAML often
+    notices a mistake (a missing colon, a bad indent) only on the line after it."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"{path}: invalid YAML: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line != mark.line:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    lines = text.splitlines()
+    shown = [
+        f"  {n + 1:>4} | {lines[n]}" for n in (mark.line - 1, mark.line) if 0 <= n < len(lines)
+    ]
+    return "\n".join([f"{path}: invalid YAML at line {mark.line + 1}: {problem}", *shown])
+
+
+def _warn_unknown_keys(src: _Source) -> None:
+    """Log each key under `shaman:` this file does not read, and each top-level key that
+    looks like a typo of a known one (other top-level keys belong to Flamenco)."""
+    for key in src.data:
+        if not isinstance(key, str) or key in TOP_LEVEL_KEYS:
+            continue
+        close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.75)
+        if close:
+            log.warning("%s: unknown key, ignored; did you mean %s?", src.where(key), close[0])
+    _warn_unknown_under(src, "", src.get("shaman"))
+
+
+def _warn_unknown_under(src: _Source, prefix: str, mapping: Any) -> None:
+    """Warn about keys of `mapping`, found at `shaman.<prefix>`, that SHAMAN_KEYS lacks."""
+    if not isinstance(mapping, Mapping):
+        return
+    known_here = [
+        k.removeprefix(prefix)
+        for k in SHAMAN_KEYS
+        if k.startswith(prefix) and "." not in k[len(prefix) :]
+    ]
+    for key in mapping:
+        dotted = f"{prefix}{key}"
+        if dotted in SHAMAN_KEYS:
+            _warn_unknown_under(src, dotted + ".", mapping[key])
+            continue
+        close = difflib.get_close_matches(str(key), known_here, n=1, cutoff=0.6)
+        hint = f"; did you mean shaman.{prefix}{close[0]}?" if close else ""
+        log.warning("%s: unknown key, ignored%s", src.where(f"shaman.{dotted}"), hint)
 
 
 def _duration(src: _Source, key: str, default: timedelta) -> timedelta:
@@ -170,6 +255,7 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     src = _read_yaml(Path(path))
     _mapping(src, "shaman")
     _mapping(src, "shaman.garbageCollect")
+    _warn_unknown_keys(src)
 
     listen = src.get("listen")
     if listen is None:
@@ -200,8 +286,10 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         raise src.error("shaman.garbageCollect.extraCheckoutPaths", "expected a list of paths")
 
     token = src.get("shaman.token")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise src.error("shaman.token", "expected a non-empty string")
+    if token is not None and not isinstance(token, str):
+        raise src.error("shaman.token", f'must be a string; quote it, e.g. token: "{token}"')
+    if token == "":
+        raise src.error("shaman.token", "must not be empty (leave it out for no token)")
 
     timeout = _duration(src, "shaman.bodyReadTimeout", timedelta(seconds=60))
     if timeout <= timedelta(0):

@@ -11,8 +11,8 @@ the storage directory alone, so it runs with the server stopped or running:
   inside `file-store/stored/`.
 
 `repair=True` moves bad blobs to `file-store/quarantine/<timestamp>/...` (never
-deletes them: a human decides) and removes stale temps. Links are only reported:
-which job a broken link belongs to is for a human to judge.
+deletes them: a human decides) and removes stale temps. Links are only reported,
+after the quarantine, so the links that lost their blob to it are among them.
 """
 
 from __future__ import annotations
@@ -118,11 +118,11 @@ def run_fsck(
 
     _check_blobs(store / "stored", report, workers)
     _check_temps(store / "uploading", report, repair=repair, stale_after=stale_after)
-    link_roots = [storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
-    _check_links(link_roots, store / "stored", report)
-
     if repair:
         _quarantine(store, report)
+    # After any quarantine: a job linking a blob just moved aside has lost that file.
+    link_roots = [storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
+    _check_links(link_roots, store / "stored", report)
     return report
 
 

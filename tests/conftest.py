@@ -3,10 +3,15 @@
 `manager` starts the server (Shaman enabled, GC off) with storage in a fresh tmp
 dir; `manager_factory(**config_overrides)` does the same with other settings,
 e.g. `manager_factory(token="s3cret")` or `manager_factory(shaman_enabled=False)`.
+
+Also: every test (and every process it starts) uses a private checksum/trace cache,
+`blendfiles` is where the shared real .blend files are, and tests marked `root` are
+deselected, with the reason, when the suite does not run as root.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,56 @@ from manager_plugin.config import Config
 from manager_plugin.filestore import FileStore
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
+
+REPO = Path(__file__).resolve().parents[1]
+# A clone finds the shared files next to it (../shared); this machine keeps them in /work.
+BLENDFILE_DIRS = (REPO.parent / "shared" / "blendfiles", Path("/work/shared/blendfiles"))
+
+
+@pytest.fixture(scope="session")
+def blendfiles() -> Path:
+    """The shared real .blend files (read-only: copy them before BAT opens them)."""
+    for candidate in BLENDFILE_DIRS:
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"the shared blend files are in none of {list(map(str, BLENDFILE_DIRS))}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep the suite out of the user's ~/.cache/flamenco-shaman, subprocesses included."""
+    path = tmp_path_factory.mktemp("shaman-cache")
+    before = os.environ.get("FLAMENCO_SHAMAN_CACHE_DIR")
+    os.environ["FLAMENCO_SHAMAN_CACHE_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("FLAMENCO_SHAMAN_CACHE_DIR", None)
+    else:
+        os.environ["FLAMENCO_SHAMAN_CACHE_DIR"] = before
+
+
+NEEDS_ROOT = "need root to mount a tmpfs (CI runs as root)"
+_deselected_for_root = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect tests marked `root` when not root; they are listed in the summary."""
+    if os.geteuid() == 0:
+        return
+    needs_root = [item for item in items if item.get_closest_marker("root")]
+    if needs_root:
+        items[:] = [item for item in items if not item.get_closest_marker("root")]
+        config.hook.pytest_deselected(items=needs_root)
+        config.stash[_deselected_for_root] = [item.nodeid for item in needs_root]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    names = terminalreporter.config.stash.get(_deselected_for_root, [])
+    if names:
+        terminalreporter.section("deselected: not running as root")
+        terminalreporter.write_line(f"{len(names)} tests {NEEDS_ROOT}:")
+        for name in names:
+            terminalreporter.write_line(f"  {name}")
 
 
 @dataclass

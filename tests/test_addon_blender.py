@@ -25,7 +25,6 @@ from manager_plugin.http.server import BackgroundServer
 pytestmark = pytest.mark.blender
 
 REPO = Path(__file__).resolve().parents[1]
-BLENDFILES = Path("/work/shared/blendfiles")
 EXTENSION = "bl_ext.user_default.flamenco_shaman"
 
 
@@ -411,16 +410,18 @@ def test_submit_does_not_leak_bat_into_other_add_ons_imports(submitted):
 # --- Acceptance: linked_cube.blend --------------------------------------------------------
 
 
-def test_submit_linked_cube_gives_a_checkout_with_both_blend_files(addon_zip, farm, tmp_path):
+def test_submit_linked_cube_gives_a_checkout_with_both_blend_files(
+    addon_zip, farm, tmp_path, blendfiles
+):
     project = tmp_path / "project"
     project.mkdir()
     for name in ("linked_cube.blend", "basic_file.blend"):
-        shutil.copyfile(BLENDFILES / name, project / name)
+        shutil.copyfile(blendfiles / name, project / name)
     report = run_blender(tmp_path, SUBMIT, addon_zip, farm[0], project / "linked_cube.blend")
     assert report["outcome"] == ["FINISHED"], report["error"]
     checkout = farm[1] / report["checkout_path"]
     assert sorted(p.name for p in checkout.iterdir()) == ["basic_file.blend", "linked_cube.blend"]
-    assert sha256(checkout / "basic_file.blend") == sha256(BLENDFILES / "basic_file.blend")
+    assert sha256(checkout / "basic_file.blend") == sha256(blendfiles / "basic_file.blend")
 
 
 # --- Refusals and failures ----------------------------------------------------------------
@@ -455,15 +456,17 @@ done(outcome=outcome, error=error, project=sorted(os.listdir(os.path.dirname(sys
 """
 
 
-def test_second_submit_while_one_runs_is_refused(addon_zip, tmp_path):
-    shutil.copyfile(BLENDFILES / "basic_file.blend", tmp_path / "basic_file.blend")
+def test_second_submit_while_one_runs_is_refused(addon_zip, tmp_path, blendfiles):
+    shutil.copyfile(blendfiles / "basic_file.blend", tmp_path / "basic_file.blend")
     report = run_blender(tmp_path, SUBMIT_WHILE_RUNNING, addon_zip, tmp_path / "basic_file.blend")
     assert report["outcome"] == ["CANCELLED"]
     assert "already running" in report["error"]
 
 
-def test_submit_to_an_unreachable_manager_fails_clearly_and_cleans_up(addon_zip, tmp_path):
-    shutil.copyfile(BLENDFILES / "basic_file.blend", tmp_path / "basic_file.blend")
+def test_submit_to_an_unreachable_manager_fails_clearly_and_cleans_up(
+    addon_zip, tmp_path, blendfiles
+):
+    shutil.copyfile(blendfiles / "basic_file.blend", tmp_path / "basic_file.blend")
     blend = tmp_path / "basic_file.blend"
     report = run_blender(tmp_path, SUBMIT, addon_zip, "http://127.0.0.1:1/", blend)
     assert report["outcome"] == ["CANCELLED"]
@@ -491,13 +494,15 @@ sys.exit(0)  # Blender quits while the manager has not answered yet
 """
 
 
-def test_quitting_mid_submission_does_not_hang_and_removes_the_copy(addon_zip, tmp_path):
+def test_quitting_mid_submission_does_not_hang_and_removes_the_copy(
+    addon_zip, tmp_path, blendfiles
+):
     # A manager that accepts connections and never answers keeps the upload in flight.
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen()
         url = f"http://127.0.0.1:{black_hole.getsockname()[1]}/"
-        shutil.copyfile(BLENDFILES / "basic_file.blend", tmp_path / "basic_file.blend")
+        shutil.copyfile(blendfiles / "basic_file.blend", tmp_path / "basic_file.blend")
         blend = tmp_path / "basic_file.blend"
         report = run_blender(tmp_path, QUIT_MID_SUBMISSION, addon_zip, url, blend, timeout=60)
     assert report == {"started": True, "temp_existed": True}
@@ -628,9 +633,9 @@ done(idle=idle, running=running, finished=finished, preferences=preference_calls
 
 
 @pytest.fixture(scope="module")
-def drawn(addon_zip, tmp_path_factory) -> dict:
+def drawn(addon_zip, tmp_path_factory, blendfiles) -> dict:
     work = tmp_path_factory.mktemp("draw")
-    shutil.copyfile(BLENDFILES / "basic_file.blend", work / "basic_file.blend")
+    shutil.copyfile(blendfiles / "basic_file.blend", work / "basic_file.blend")
     return run_blender(work, DRAW, addon_zip, work / "basic_file.blend")
 
 

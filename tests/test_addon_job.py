@@ -11,16 +11,14 @@ from flamenco_shaman.engine import Progress
 from flamenco_shaman.ui import job
 from flamenco_shaman.ui.connection import describe_manager
 
-BLENDFILES = Path("/work/shared/blendfiles")
-
 
 @pytest.fixture
-def project(tmp_path) -> Path:
+def project(tmp_path, blendfiles) -> Path:
     """linked_cube.blend (links basic_file.blend) in a writable project directory."""
     root = tmp_path / "project"
     root.mkdir()
     for name in ("linked_cube.blend", "basic_file.blend"):
-        shutil.copyfile(BLENDFILES / name, root / name)
+        shutil.copyfile(blendfiles / name, root / name)
     return root
 
 

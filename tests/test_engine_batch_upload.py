@@ -20,7 +20,6 @@ from flamenco_shaman.engine import (
 from manager_plugin.http import app as app_module
 from manager_plugin.http.batch import setup_batch_routes
 
-BLENDFILES = Path("/work/shared/blendfiles")
 EXTRA_FRAMES = 400
 
 
@@ -30,11 +29,11 @@ def private_cache(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def sequence(tmp_path) -> Path:
+def sequence(tmp_path, blendfiles) -> Path:
     """image_sequencer.blend with its image sequence grown to a few hundred small frames."""
     root = tmp_path / "project"
-    shutil.copytree(BLENDFILES / "imgseq", root / "imgseq")
-    shutil.copy(BLENDFILES / "image_sequencer.blend", root)
+    shutil.copytree(blendfiles / "imgseq", root / "imgseq")
+    shutil.copy(blendfiles / "image_sequencer.blend", root)
     for frame in range(215, 215 + EXTRA_FRAMES):
         (root / "imgseq" / f"{frame:06d}.png").write_bytes(f"frame {frame}\n".encode() * 40)
     return root / "image_sequencer.blend"

@@ -7,7 +7,6 @@ import re
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -24,7 +23,6 @@ from flamenco_shaman.engine import (
 
 URL = "http://farm.test/"
 API = URL + "api/v3/"
-BLENDFILES = Path("/work/shared/blendfiles")
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +34,12 @@ def fast_retries(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, blendfiles):
     """linked_cube.blend and the basic_file.blend it links."""
     root = tmp_path / "project"
     root.mkdir()
     for name in ("linked_cube.blend", "basic_file.blend"):
-        shutil.copy(BLENDFILES / name, root / name)
+        shutil.copy(blendfiles / name, root / name)
     return root
 
 

@@ -19,8 +19,6 @@ from flamenco_shaman.engine import (
 )
 from flamenco_shaman.engine.trace import Tracer
 
-BLENDFILES = Path("/work/shared/blendfiles")
-
 # Run with Blender's Python (bpy) in a subprocess: writes <root>/project/... and
 # <root>/outside/logo.png. scene.blend links libs/props.blend (whose material uses
 # textures/metal.png), uses textures/wood.png, the sequence seq/frame_000[1-4].png and
@@ -87,9 +85,9 @@ def logo(generated):
 
 
 @pytest.fixture
-def blends(tmp_path):
+def blends(tmp_path, blendfiles):
     target = tmp_path / "blendfiles"
-    shutil.copytree(BLENDFILES, target)
+    shutil.copytree(blendfiles, target)
     return target
 
 

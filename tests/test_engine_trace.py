@@ -7,14 +7,12 @@ import pytest
 from flamenco_shaman.engine.errors import SubmitCancelled, SubmitError
 from flamenco_shaman.engine.trace import Tracer
 
-BLENDFILES = Path("/work/shared/blendfiles")
-
 
 @pytest.fixture(scope="module")
-def blends(tmp_path_factory):
+def blends(tmp_path_factory, blendfiles):
     """A private copy of the shared blend files (BAT opens them read-write)."""
     target = tmp_path_factory.mktemp("blends") / "blendfiles"
-    shutil.copytree(BLENDFILES, target, symlinks=True)
+    shutil.copytree(blendfiles, target, symlinks=True)
     return target
 
 

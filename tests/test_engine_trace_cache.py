@@ -13,7 +13,7 @@ import time
 import pytest
 from bpy_scripts import PROJECT_BASE
 from flamenco_shaman.engine import Submission, SubmitOptions, trace
-from flamenco_shaman.engine.trace_cache import DIRNAME
+from flamenco_shaman.engine.trace_cache import DIRNAME, FORMAT_VERSION
 
 # Run with Blender's Python (bpy): writes <root>/project/... and <root>/outside/logo.png.
 # scene.blend links libs/props.blend (whose material uses textures/metal.png), uses
@@ -262,7 +262,7 @@ def test_corrupt_cache_file_is_ignored_and_rewritten(manager, project, cache_dir
     result = submit(manager, project / "scene.blend")
     assert len(bat_runs) == 2
     assert set(checkout_of(manager, result)) == SCENE_FILES
-    assert json.loads(entry.read_text())["version"] == 1
+    assert json.loads(entry.read_text())["version"] == FORMAT_VERSION
     submit(manager, project / "scene.blend")
     assert len(bat_runs) == 2
 

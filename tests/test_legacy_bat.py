@@ -23,9 +23,6 @@ import pytest
 import requests
 from test_legacy_http import LogWatch, StalledUpload, wait_until_uploading
 
-SHARED_BLENDS = Path(__file__).resolve().parents[2] / "shared" / "blendfiles"
-if not SHARED_BLENDS.is_dir():
-    SHARED_BLENDS = Path("/work/shared/blendfiles")
 LEGACY_LOGGER = "manager_plugin.http.legacy"
 BAT_TIMEOUT = 120
 
@@ -139,10 +136,10 @@ def sha256_of(path: Path) -> str:
 
 
 @pytest.fixture
-def shared_blends(tmp_path: Path) -> Path:
+def shared_blends(tmp_path: Path, blendfiles: Path) -> Path:
     """A writable copy of the shared blend files (the originals are read-only)."""
     copy = tmp_path / "blendfiles"
-    shutil.copytree(SHARED_BLENDS, copy)
+    shutil.copytree(blendfiles, copy)
     return copy
 
 
@@ -188,7 +185,7 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def generated_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def generated_project(tmp_path_factory: pytest.TempPathFactory, blendfiles: Path) -> Project:
     """A project made with real Blender: a scene in a directory with a space and a
     non-ASCII name, linking a library and using textures with awkward names, two of
     them with the same bytes, one empty and one of a few MiB.
@@ -208,7 +205,7 @@ def generated_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
         (root / rel).write_bytes(data)
     library = root / "libs" / "basic_file.blend"
     library.parent.mkdir(parents=True)
-    shutil.copyfile(SHARED_BLENDS / "basic_file.blend", library)
+    shutil.copyfile(blendfiles / "basic_file.blend", library)
     blend = root / "scenes" / "shot 01" / "scène.blend"
     blend.parent.mkdir(parents=True)
     images = [f"//../../{rel}" for rel in textures]

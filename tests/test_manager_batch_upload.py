@@ -228,6 +228,7 @@ def small_disk(tmp_path: Path):
             subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
+@pytest.mark.root
 def test_batch_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manager_factory):
     manager = manager_factory(storage_path=small_disk / "storage")
     filler = small_disk / "filler"

@@ -23,7 +23,6 @@ from reliability_helpers import (
     verify_store,
 )
 
-BLENDFILES = Path("/work/shared/blendfiles")
 FRAME_SIZE = 12 * 1024 * 1024
 FRAMES = [f"imgseq/{n:06d}.png" for n in range(210, 215)]
 
@@ -36,11 +35,11 @@ def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, blendfiles: Path) -> Path:
     """The image-sequence blend with its five frames made large (BAT only reads names)."""
     proj = tmp_path / "project"
     (proj / "imgseq").mkdir(parents=True)
-    shutil.copy(BLENDFILES / "image_sequencer.blend", proj)
+    shutil.copy(blendfiles / "image_sequencer.blend", proj)
     for i, rel in enumerate(FRAMES):
         # Distinct bytes per frame, cheap to make: a repeated 1 MiB block with a marker.
         block = (i.to_bytes(4, "big") * 1024) + bytes(range(256)) * 4092

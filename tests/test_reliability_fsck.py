@@ -166,8 +166,10 @@ def test_repair_quarantines_bad_blobs_and_keeps_their_bytes(storage, healthy):
     flip_byte(healthy[1])
     corrupted = healthy[1].read_bytes()
     report = fsck.run_fsck(storage, repair=True)
-    assert kinds(report) == [fsck.BAD_CHECKSUM]
-    assert report.ok and report.problems[0].repaired
+    # The job that linked the bad blob has lost that file: reported, and not ok.
+    assert kinds(report) == [fsck.BAD_CHECKSUM, fsck.DANGLING_LINK]
+    assert report.problems[0].repaired and not report.ok
+    assert report.problems[1].path == storage / "jobs/proj/job-1/file1.bin"
     assert not healthy[1].exists()
     quarantine = storage / "file-store" / "quarantine"
     moved = [p for p in quarantine.rglob("*") if p.is_file()]
@@ -229,12 +231,25 @@ def test_cli_exits_nonzero_and_names_corrupt_blob(storage, healthy, tmp_path):
 
 
 def test_cli_repair_exits_zero_once_everything_is_repaired(storage, healthy, tmp_path):
-    flip_byte(healthy[1])
+    unlinked = put_blob(storage, b"no job links this one")
+    flip_byte(unlinked)
     config = str(write_config(tmp_path, storage))
     result = run_cli("fsck", "--repair", "--config", config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "quarantine" in result.stdout
-    assert run_cli("fsck", "--config", config).returncode != 0  # link to it now dangles
+    assert run_cli("fsck", "--config", config).returncode == 0
+
+
+def test_cli_repair_exits_nonzero_while_a_job_links_the_quarantined_blob(
+    storage, healthy, tmp_path
+):
+    flip_byte(healthy[1])
+    config = str(write_config(tmp_path, storage))
+    result = run_cli("fsck", "--repair", "--config", config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "quarantine" in result.stdout
+    assert f"  {storage / 'jobs/proj/job-1/file1.bin'}" in result.stdout.splitlines()
+    assert run_cli("fsck", "--config", config).returncode != 0  # link to it still dangles
 
 
 def test_server_startup_removes_temps_no_live_upload_owns(manager_factory, tmp_path):

@@ -1,7 +1,8 @@
 """Guarantee 7: a full disk gets 507, leaves no temp file, and harms no earlier blob.
 
-The storage lives on a real, size-limited tmpfs (CI runs as root). If mounting
-is not permitted the test fails: a skipped disk-full test proves nothing.
+The storage lives on a real, size-limited tmpfs, so these tests are marked `root`
+(deselected with the reason when not root; CI runs as root). If mounting is not
+permitted as root the test fails: a skipped disk-full test proves nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import requests
 from reliability_support import blob_path, json_error, sha256, temps, upload, wait_until
 
 MiB = 1024 * 1024
+pytestmark = pytest.mark.root
 
 
 def post_json(manager, endpoint: str, body: object) -> requests.Response:

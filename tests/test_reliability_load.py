@@ -123,12 +123,11 @@ def test_twenty_clients_twice_in_a_row_all_succeed_and_write_each_blob_once(tmp_
 
 # --- the same through the submission engine -----------------------------------------------
 
-BLENDFILES = Path("/work/shared/blendfiles")
 BATCH_STORED_RE = re.compile(r"POST /api/v3/shaman/batch-upload 200 .* stored=(\d+)")
 FRAMES = [f"imgseq/{n:06d}.png" for n in range(210, 215)]
 
 
-def _engine_projects(tmp: Path, rng: random.Random) -> list[Path]:
+def _engine_projects(tmp: Path, rng: random.Random, blendfiles: Path) -> list[Path]:
     """The image-sequence blend, 20 times: the blend and three frames shared by all, two
     frames of each project's own (BAT only reads the frames' names)."""
     shared = {rel: rng.randbytes(rng.randint(50_000, 300_000)) for rel in FRAMES[:3]}
@@ -136,7 +135,7 @@ def _engine_projects(tmp: Path, rng: random.Random) -> list[Path]:
     for i in range(CLIENTS):
         proj = tmp / "engine-src" / f"proj{i:02d}"
         (proj / "imgseq").mkdir(parents=True)
-        shutil.copy(BLENDFILES / "image_sequencer.blend", proj)
+        shutil.copy(blendfiles / "image_sequencer.blend", proj)
         for rel, data in shared.items():
             (proj / rel).write_bytes(data)
         for rel in FRAMES[3:]:
@@ -168,11 +167,11 @@ def _assert_identical(jobs: Path, results: list[SubmitResult], blends: list[Path
 
 
 def test_twenty_engine_submissions_twice_in_a_row_write_each_blob_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blendfiles: Path
 ) -> None:
     monkeypatch.setenv("FLAMENCO_SHAMAN_CACHE_DIR", str(tmp_path / "cache"))
     rng = random.Random(SEED + 1)
-    blends = _engine_projects(tmp_path, rng)
+    blends = _engine_projects(tmp_path, rng, blendfiles)
     mgr = ManagerProcess(tmp_path / "storage").start()
     try:
         first = _engine_run(mgr.url, blends, "job")

@@ -8,18 +8,16 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-BLENDFILES = Path("/work/shared/blendfiles")
 SHAMAN_SUBMIT = shutil.which("shaman-submit")
 
 
 @pytest.fixture
-def blends(tmp_path):
+def blends(tmp_path, blendfiles):
     target = tmp_path / "blendfiles"
-    shutil.copytree(BLENDFILES, target)
+    shutil.copytree(blendfiles, target)
     return target
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -17,7 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from . import __version__
 from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
+
+PROG = "shaman-submit"
+# The token without the command line, where `ps` shows it to every user.
+TOKEN_ENV = "FLAMENCO_SHAMAN_TOKEN"
 
 
 def human_bytes(n: float) -> str:
@@ -89,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a .blend file and every file it needs to a Flamenco manager's "
         "Shaman storage; print the blend file's path on the farm.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("blendfile", type=Path, help="the .blend file to submit")
     parser.add_argument(
         "--manager", required=True, metavar="URL", help="manager URL, e.g. http://farm:8080/"
@@ -111,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only send assets referenced by relative paths (skip absolute ones)",
     )
+    # One pattern per flag: `--exclude '*.png' scene.blend` must leave the blend alone.
     parser.add_argument(
         "--exclude",
-        nargs="+",
-        action="extend",
+        action="append",
         default=[],
         metavar="GLOB",
         help="skip assets whose path matches a glob pattern, matched from the right "
-        "(e.g. '*.mov', 'renders/*'); repeatable",
+        "(e.g. '*.mov', 'renders/*'); repeat the flag for more patterns",
     )
     parser.add_argument(
         "--jobs", type=_positive, metavar="N", help="hashing threads (default: CPU count)"
@@ -126,10 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--uploads", type=_positive, default=4, metavar="N", help="parallel uploads (default: 4)"
     )
-    parser.add_argument(
-        "--token", metavar="T", help="bearer token for the manager, if it needs one"
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        metavar="T",
+        help=f"bearer token for the manager, if it needs one (visible in `ps`: prefer "
+        f"--token-file or ${TOKEN_ENV})",
+    )
+    token.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="read the bearer token from FILE"
     )
     return parser
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file, else $FLAMENCO_SHAMAN_TOKEN, else none."""
+    if args.token is not None:
+        return args.token
+    if args.token_file is not None:
+        try:
+            text = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as ex:
+            reason = ex.strerror if isinstance(ex, OSError) and ex.strerror else ex
+            raise SubmitError(f"cannot read the token file {args.token_file}: {reason}") from None
+        if not text:
+            raise SubmitError(f"the token file {args.token_file} is empty")
+        return text
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _manager_url(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise SubmitError("--manager is empty; give the manager's URL, e.g. http://farm:8080/")
+    # "farm:8080" is what people type; the engine wants a full URL.
+    return text if "://" in text else "http://" + text
 
 
 def _positive(text: str) -> int:
@@ -144,18 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="shaman-submit: %(message)s")
     # Missing assets are reported once, at the end; BAT would log each one as it goes.
     logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
-    options = SubmitOptions(
-        blendfile=args.blendfile,
-        # "farm:8080" is what people type; the engine wants a full URL.
-        manager_url=args.manager if "://" in args.manager else "http://" + args.manager,
-        project_root=args.project,
-        checkout_path=args.checkout_path,
-        relative_only=args.relative_only,
-        exclude=tuple(args.exclude),
-        hash_workers=args.jobs,
-        uploads=args.uploads,
-        token=args.token,
-    )
+    try:
+        options = SubmitOptions(
+            blendfile=args.blendfile,
+            manager_url=_manager_url(args.manager),
+            project_root=args.project,
+            checkout_path=args.checkout_path,
+            relative_only=args.relative_only,
+            exclude=tuple(args.exclude),
+            hash_workers=args.jobs,
+            uploads=args.uploads,
+            token=_token(args),
+        )
+    except SubmitError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     submission = Submission(options, progress=bar)
     outcome: dict[str, object] = {}
@@ -197,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     result = outcome["result"]
+    if args.exclude:
+        count = len(result.excluded_files)
+        print(f"Excluded {count} file{'' if count == 1 else 's'} matching --exclude")
     if result.missing_files:
         print(f"Missing assets ({len(result.missing_files)}):")
         for path in result.missing_files:

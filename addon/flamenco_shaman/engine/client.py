@@ -39,7 +39,10 @@ def _message(response: requests.Response) -> str:
             return str(body["message"])
     except ValueError:
         pass
-    lines = (response.text or "").strip().splitlines()
+    text = (response.text or "").strip()
+    if "html" in response.headers.get("Content-Type", "") or text.startswith("<"):
+        text = ""  # a line of markup says nothing; the status's reason does
+    lines = text.splitlines()
     return lines[0][:200] if lines else str(response.reason or "")
 
 
@@ -49,6 +52,8 @@ class ManagerClient:
     def __init__(self, url: str, token: str | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise SubmitError(f"the manager URL must start with http:// or https://: {url}")
+        if not urllib.parse.urlsplit(url).hostname:
+            raise SubmitError(f"the manager URL has no host name: {url!r}")
         self.url = url if url.endswith("/") else url + "/"
         self.api = self.url + "api/v3/"
         self.token = token
@@ -78,8 +83,14 @@ class ManagerClient:
     def version(self) -> dict[str, Any]:
         """GET version; checks that this is a Flamenco-compatible manager."""
         body = self._json("GET", "version", what="asking its version", retry=True)
-        if not isinstance(body, dict) or "version" not in body:
-            raise SubmitError(f"{self.url} does not look like a Flamenco manager")
+        # Flamenco answers at least {"version", "name"}; other JSON APIs may have a version.
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(key), str) for key in ("version", "name")
+        ):
+            raise SubmitError(
+                f"{self.url} is not a Flamenco manager "
+                f"(its {self.api}version answer lacks Flamenco's version and name)"
+            )
         return body
 
     def configuration(self) -> dict[str, Any]:
@@ -206,6 +217,8 @@ class ManagerClient:
                 response = self.session.request(
                     method, self.api + path, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kw
                 )
+            except requests.exceptions.SSLError as ex:
+                raise SubmitError(_tls_failure(self.url, ex)) from None
             except requests.RequestException as ex:
                 # A refused connection never delivered the request, so even a call that
                 # must not run twice (checkout/create) can wait for a restarting manager.
@@ -248,6 +261,16 @@ def _never_sent(ex: requests.RequestException) -> bool:
     """True when no connection could be made, so the manager cannot have seen the request."""
     reason = getattr(ex.args[0], "reason", None) if ex.args else None
     return isinstance(reason, NewConnectionError)
+
+
+def _tls_failure(url: str, ex: requests.exceptions.SSLError) -> str:
+    """One line for a failed TLS handshake, without OpenSSL's source locations."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(ex):
+        return f"cannot reach the manager at {url}: its TLS certificate is not trusted"
+    return (
+        f"cannot reach the manager at {url}: the TLS handshake failed; "
+        "if the manager serves plain HTTP, use an http:// URL"
+    )
 
 
 def _short(ex: Exception) -> str:

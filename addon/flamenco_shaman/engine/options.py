@@ -35,6 +35,7 @@ class SubmitResult:
     checkout_path: str  # as used by the manager, relative to its jobs directory
     farm_blend_path: str  # "{jobs}/<checkout_path>/<blend path in pack>"
     missing_files: list[str] = field(default_factory=list)
+    excluded_files: list[str] = field(default_factory=list)  # matched an `exclude` pattern
     files_total: int = 0
     bytes_total: int = 0
     files_uploaded: int = 0

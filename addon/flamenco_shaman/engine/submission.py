@@ -61,8 +61,12 @@ class Submission:
         problem = checkout_path_problem(checkout_path)
         if problem:
             raise SubmitError(f"invalid checkout path {checkout_path!r}: {problem}")
+        if blendfile.is_dir():
+            raise SubmitError(f"{blendfile} is a directory; give the path of a .blend file")
         if not blendfile.is_file():
             raise SubmitError(f"blend file not found: {blendfile}")
+        if not project.is_dir():
+            raise SubmitError(f"project directory not found: {project}")
 
         self._tracker.set_phase("tracing")
         client = ManagerClient(opts.manager_url, opts.token)
@@ -116,6 +120,7 @@ class Submission:
             checkout_path=used,
             farm_blend_path=f"{{jobs}}/{used}/{tracer.blend_pack_path}",
             missing_files=list(tracer.missing_files),
+            excluded_files=list(tracer.excluded_files),
             files_total=tracker.files_total,
             bytes_total=tracker.bytes_total,
             files_uploaded=tracker.files_uploaded,

@@ -78,6 +78,7 @@ class Tracer:
         self._lock = threading.Lock()
         self.blend_pack_path = ""
         self.missing_files: list[str] = []
+        self.excluded_files: list[str] = []  # assets skipped because they match `exclude`
         self._cache = cache
         self.from_cache = False  # True when run() replayed a cached trace instead of BAT
 
@@ -166,11 +167,13 @@ class Tracer:
                 bat.blendfile.close_all_cached()
         self.blend_pack_path = self._renamed(pack_relative(packer.output_path))
         self.missing_files = sorted(str(p) for p in packer.missing_files)
+        self.excluded_files = sorted(str(p) for p in packer.excluded_files)
         if self._cache is not None and not any(f.temporary for f in traced):
             trace = CachedTrace(
                 [(str(f.source), f.pack_path) for f in traced],
                 self.missing_files,
                 self.blend_pack_path,
+                self.excluded_files,
             )
             self._cache.remember(
                 key, trace, opened_blends=[str(self.blendfile), *opened], started_ns=started_ns
@@ -206,6 +209,7 @@ class Tracer:
                 on_file(files[start])
         self.blend_pack_path = cached.blend_pack_path
         self.missing_files = list(cached.missing_files)
+        self.excluded_files = list(cached.excluded_files)
 
     def _renamed(self, blend_pack_path: str) -> str:
         if not self.pack_blend_name:
@@ -284,6 +288,33 @@ def _packer_class(bat: ModuleType) -> type:
         ) -> None:
             super().__init__(*args, **kwargs)
             self._on_file = on_file
+            self._exclude_patterns: tuple[str, ...] = ()
+            self.excluded_files: set[Path] = set()
+
+        # BAT skips excluded assets without a trace; matching them here (same
+        # PurePath.match as BAT) lets the artist be told what was left out.
+        def exclude(self, *globs: str) -> None:
+            self._exclude_patterns += globs
+
+        def _excluded(self, asset_path: Path, sequence: bool = False) -> bool:
+            if not any(asset_path.match(glob) for glob in self._exclude_patterns):
+                return False
+            files = [asset_path]
+            if sequence:  # every frame or tile on disk, as BAT would have sent them
+                try:
+                    files = list(bat.trace.file_sequence.expand_sequence(asset_path)) or files
+                except bat.trace.file_sequence.DoesNotExist:
+                    pass
+            self.excluded_files.update(files)
+            return True
+
+        def _visit_asset(self, asset_path: Path, usage: Any) -> None:
+            if not self._excluded(asset_path):
+                super()._visit_asset(asset_path, usage)
+
+        def _visit_sequence(self, asset_path: Path, usage: Any) -> None:
+            if not self._excluded(asset_path, sequence=True):
+                super()._visit_sequence(asset_path, usage)
 
         def _create_file_transferer(self) -> Any:
             return ForwardingTransferer(self._on_file, Path(self._rewrite_in))

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import MAX_AGE_SECONDS, default_cache_dir, read_json, write_json_atomic
@@ -37,7 +37,7 @@ from .cache import MAX_AGE_SECONDS, default_cache_dir, read_json, write_json_ato
 log = logging.getLogger(__name__)
 
 DIRNAME = "traces"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: excluded files
 # Filesystem timestamps come from a coarse kernel clock that may lag time.time() by a
 # tick; anything modified this close to the trace's start might have changed unseen.
 RACY_NS = 100_000_000
@@ -50,6 +50,7 @@ class CachedTrace:
     files: list[tuple[str, str]]  # (absolute source path, posix path in the pack)
     missing_files: list[str]
     blend_pack_path: str
+    excluded_files: list[str] = field(default_factory=list)  # skipped by --exclude
 
 
 def trace_key(
@@ -119,7 +120,8 @@ class TraceCache:
                 return False
             blends[blend] = [st.st_size, st.st_mtime_ns]
         dirs: dict[str, int] = {}
-        for source in [src for src, _ in trace.files] + trace.missing_files:
+        # Excluded files count too: a new one (a frame) changes the reported count.
+        for source in [src for src, _ in trace.files] + trace.missing_files + trace.excluded_files:
             directory = os.path.dirname(source)
             if directory in dirs:
                 continue
@@ -137,6 +139,7 @@ class TraceCache:
             "key": key,
             "files": trace.files,
             "missing": trace.missing_files,
+            "excluded": trace.excluded_files,
             "blend_pack_path": trace.blend_pack_path,
             "blends": blends,
             "dirs": dirs,
@@ -179,7 +182,8 @@ def _valid(data: object, key: str) -> CachedTrace | None:
         blend_pack_path = data["blend_pack_path"]
         if not isinstance(blend_pack_path, str) or not data["blends"]:
             return None
-        return CachedTrace(files, missing, blend_pack_path)
+        excluded = [str(p) for p in data["excluded"]]
+        return CachedTrace(files, missing, blend_pack_path, excluded)
     except OSError:
         return None  # a blend or directory vanished
     except (KeyError, TypeError, ValueError, AttributeError):

@@ -39,6 +39,12 @@ class Config:
     absolute_symlinks: bool = False
     token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     body_read_timeout: float = 60.0
+    # After body_read_timeout, a body must have averaged this many bytes/s (0 = no floor).
+    body_min_rate: float = 1024.0
+    # Seconds a client gets to send a request's headers (from connecting or its first byte).
+    header_timeout: float = 30.0
+    # Connections served at once; 0 = derived from the descriptor limit at startup.
+    max_connections: int = 0
     # URL path under which the legacy (BAT) protocol is also served; "" = root only.
     legacy_base_path: str = ""
 
@@ -207,6 +213,26 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     if timeout <= timedelta(0):
         raise src.error("shaman.bodyReadTimeout", "must be positive")
 
+    min_rate = src.get("shaman.bodyMinRate")
+    if min_rate is None:
+        min_rate = 1024
+    if isinstance(min_rate, bool) or not isinstance(min_rate, int) or min_rate < 0:
+        raise src.error("shaman.bodyMinRate", "expected bytes per second as an integer >= 0")
+
+    header_timeout = _duration(src, "shaman.headerTimeout", timedelta(seconds=30))
+    if header_timeout <= timedelta(0):
+        raise src.error("shaman.headerTimeout", "must be positive")
+
+    max_connections = src.get("shaman.maxConnections")
+    if max_connections is None:
+        max_connections = 0
+    if (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 0
+    ):
+        raise src.error("shaman.maxConnections", "expected an integer >= 0 (0 = automatic)")
+
     legacy_base_path = src.get("shaman.legacyBasePath")
     if legacy_base_path is None:
         legacy_base_path = ""
@@ -223,5 +249,8 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         absolute_symlinks=_bool(src, "shaman.absoluteSymlinks", False),
         token=token,
         body_read_timeout=timeout.total_seconds(),
+        body_min_rate=float(min_rate),
+        header_timeout=header_timeout.total_seconds(),
+        max_connections=max_connections,
         legacy_base_path=legacy_base_path,
     )

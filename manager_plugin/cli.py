@@ -93,6 +93,8 @@ def add_gc_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    """Exit 0 after a complete sweep, 1 when it could not see every link (and so
+    deleted nothing)."""
     from .service import ShamanService
 
     config = config_from_args(args)
@@ -102,12 +104,27 @@ def cmd_gc(args: argparse.Namespace) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     for path in stats.deleted:
         print(f"{verb} {path}")
+    _print_some("cannot read store dir (its blobs are kept)", stats.store_errors)
+    if stats.aborted:
+        _print_some("cannot read", stats.walk_errors)
+        print(
+            f"gc aborted: {len(stats.walk_errors)} places where checkout links may live "
+            f"could not be read, so no blob is known to be unused; nothing deleted"
+        )
+        return 1
     print(
         f"{verb} {stats.files_deleted} blobs ({stats.bytes_deleted} bytes); "
         f"checked {stats.blobs_checked} blobs, saw {stats.links_seen} links, "
         f"removed {stats.temps_removed} stale temps and {stats.dirs_removed} dirs"
     )
     return 0
+
+
+def _print_some(label: str, problems: list[str], limit: int = 20) -> None:
+    for problem in problems[:limit]:
+        print(f"{label}: {problem}")
+    if len(problems) > limit:
+        print(f"{label}: ... and {len(problems) - limit} more")
 
 
 # ---- fsck ------------------------------------------------------------------

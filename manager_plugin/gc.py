@@ -17,10 +17,23 @@ a read of every blob's inode. A sweep:
    and unlinks it. A checkout started after T touched its blobs (mtime >= T),
    so it never ends up with a dangling link;
 5. removes stale temp files, stale checkout temp dirs and empty directories.
+
+A sweep that could not see every link deletes nothing (as Flamenco's collector
+aborts on any walk error): a directory under `jobs/` or an extra checkout path
+that cannot be listed (out of descriptors, permissions, an unmounted share, an
+I/O error), or a link that cannot be read or followed for any reason but "it is
+gone", would otherwise make the blobs it links to look unused. Only entries that
+vanished meanwhile (a checkout being erased) are no reason to stop: what is
+created meanwhile touched its blobs after the start, see step 4. Such a sweep is
+logged in one line and reported in `SweepStats.walk_errors`. A directory of
+`stored/` that cannot be listed is safe (its blobs are simply no candidates) and
+reported in `SweepStats.store_errors`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -40,6 +53,13 @@ log = logging.getLogger(__name__)
 BATCH = 1000  # blobs re-checked and deleted per exclusive-lock hold
 SCAN_WORKERS = min(2, os.cpu_count() or 1)  # threads walking stored/ (more: GIL-bound)
 SCAN_SLICES = 16  # stored/ is walked in this many slices of its two-letter dirs
+# Errors meaning "this entry is gone, or reaches nothing": no reason to stop a sweep.
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR})
+_REACHES_NOTHING = _GONE | {errno.ELOOP, errno.ENAMETOOLONG}
+
+
+def _describe(path: str, exc: OSError) -> str:
+    return f"{path}: {exc.strerror or exc} (errno {exc.errno})"
 
 
 @dataclass
@@ -54,14 +74,30 @@ class SweepStats:
     dirs_removed: int = 0
     dry_run: bool = False
     deleted: list[str] = field(default_factory=list)
+    # "path: error" for each place where links may live that could not be read; any
+    # of them aborts the sweep before anything is deleted.
+    walk_errors: list[str] = field(default_factory=list)
+    # "path: error" for each dir of stored/ that could not be listed (its blobs were
+    # no candidates: safe, but the sweep did not cover them).
+    store_errors: list[str] = field(default_factory=list)
+
+    @property
+    def aborted(self) -> bool:
+        """True if the sweep could not see every link and so deleted nothing."""
+        return bool(self.walk_errors)
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        return (
+        text = (
             f"blobs checked={self.blobs_checked} links seen={self.links_seen} "
             f"{verb} files={self.files_deleted} bytes={self.bytes_deleted} "
             f"temps removed={self.temps_removed} dirs removed={self.dirs_removed}"
         )
+        if self.store_errors:
+            text += f" unreadable store dirs={len(self.store_errors)}"
+        if self.aborted:
+            text = f"ABORTED, nothing deleted: walk errors={len(self.walk_errors)} {text}"
+        return text
 
 
 class GarbageCollector:
@@ -84,8 +120,11 @@ class GarbageCollector:
 
     def sweep(self, dry_run: bool = False) -> SweepStats:
         stats = SweepStats(dry_run=dry_run)
-        with self.lock.exclusive():
-            start = self._fs_now()
+        try:
+            with self.lock.exclusive():
+                start = self._fs_now()
+        except OSError as exc:
+            return self._abort(stats, [_describe(str(self.lock.path), exc)])
         cutoff = start - self.max_age.total_seconds()
 
         stale_checkout_temps: list[str] = []
@@ -94,27 +133,47 @@ class GarbageCollector:
         for root in [self.jobs_dir, *self.extra_checkout_paths]:
             # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
             temps = stale_checkout_temps if root == self.jobs_dir else None
-            stats.links_seen += self._collect_links(str(root), links, temps, start)
+            stats.links_seen += self._collect_links(
+                str(root), links, temps, start, stats.walk_errors
+            )
+        if stats.walk_errors:
+            return self._abort(stats, stats.walk_errors)
         # Then stored/, in slices on SCAN_WORKERS threads (its syscalls release the GIL).
         # One after the other: walking the checkouts at the same time made both slower
         # (200,000 blobs and links on 2 cores: 3.5-3.9 s together, 2.9-3.0 s in turn).
-        tops = _subdirs(stored)
+        tops = _subdirs(stored, stats.store_errors)
         blobs: list[tuple[str, int, int]] = []
         dir_counts: dict[str, int] = {}
         with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
-            for slice_blobs, slice_counts in pool.map(
+            for slice_blobs, slice_counts, slice_errors in pool.map(
                 _scan_stored, [tops[i::SCAN_SLICES] for i in range(SCAN_SLICES)]
             ):
                 blobs += slice_blobs
                 dir_counts.update(slice_counts)
+                stats.store_errors += slice_errors
+        if stats.store_errors:
+            log.warning(
+                "shaman gc: %d dirs of the store could not be read (their blobs are kept): "
+                "first %s",
+                len(stats.store_errors),
+                stats.store_errors[0],
+            )
         cut = len(stored) + 1
-        linked = links.settle({path[cut:] for path, _, _ in blobs}, cut)
+        linked = links.settle({path[cut:] for path, _, _ in blobs}, cut, stats.walk_errors)
+        if stats.walk_errors:
+            return self._abort(stats, stats.walk_errors)
 
         candidates = self._find_candidates(blobs, linked, cutoff, stats)
-        for i in range(0, len(candidates), BATCH):
-            self._delete_batch(
-                candidates[i : i + BATCH], linked, cutoff, dry_run, stats, dir_counts
-            )
+        try:
+            for i in range(0, len(candidates), BATCH):
+                self._delete_batch(
+                    candidates[i : i + BATCH], linked, cutoff, dry_run, stats, dir_counts
+                )
+        except _LockFailed as exc:
+            # Stop deleting: what was deleted so far was re-checked under the lock.
+            stats.walk_errors.append(str(exc))
+            log.error("shaman gc: sweep stopped early: cannot take the storage lock: %s", exc)
+            return stats
 
         if not dry_run:
             for path in stale_checkout_temps:
@@ -123,6 +182,19 @@ class GarbageCollector:
             stats.temps_removed += len(self.store.remove_stale_temps(STALE_TEMP_AGE))
             stats.dirs_removed += self._remove_empty_dirs(dir_counts)
         log.info("shaman gc: %s", stats.summary())
+        return stats
+
+    @staticmethod
+    def _abort(stats: SweepStats, errors: list[str]) -> SweepStats:
+        """End a sweep that could not see every link: nothing is deleted, one line says why."""
+        if errors is not stats.walk_errors:
+            stats.walk_errors += errors
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        log.error(
+            "shaman gc: sweep aborted, nothing deleted: cannot see every checkout link: %s%s",
+            errors[0],
+            more,
+        )
         return stats
 
     def _fs_now(self) -> float:
@@ -136,35 +208,43 @@ class GarbageCollector:
 
     @staticmethod
     def _collect_links(
-        root: str, links: _Links, stale_temps: list[str] | None, start: float
+        root: str,
+        links: _Links,
+        stale_temps: list[str] | None,
+        start: float,
+        errors: list[str],
     ) -> int:
+        """Add every link below `root` to `links`; append to `errors` what could not be
+        read. The root itself must be readable (a missing extra path may be an
+        unmounted share); below it, a dir that vanished meanwhile is simply gone."""
         seen = 0
         # A physical path, so that ".." in a link target means the textual parent.
         stack = [os.path.realpath(root)]
+        is_root = True
         while stack:
             directory = stack.pop()
             try:
                 it = os.scandir(directory)
-            except OSError:
+            except OSError as exc:
+                if is_root or exc.errno not in _GONE:
+                    errors.append(_describe(directory, exc))
+                is_root = False
                 continue
+            is_root = False
             with it:
-                for entry in it:
-                    if entry.is_symlink():
-                        seen += 1
-                        links.add(directory, entry.path)
-                    elif entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                        if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
-                            # A checkout builds its temp dir under the shared lock, and
-                            # the sweep's start was taken under the exclusive one: a temp
-                            # dir last changed before the start belongs to a builder that
-                            # had finished by then, so it is a crash leftover (kill -9).
-                            try:
-                                mtime = entry.stat(follow_symlinks=False).st_mtime
-                            except OSError:
-                                continue
-                            if mtime < start:
-                                stale_temps.append(entry.path)
+                try:
+                    for entry in it:
+                        if entry.is_symlink():
+                            seen += 1
+                            links.add(directory, entry.path, errors)
+                        elif entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                            if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
+                                _note_stale_temp(entry, start, stale_temps)
+                except OSError as exc:
+                    # Reading the listing (or an entry's type) failed partway: this
+                    # dir's remaining links are unknown.
+                    errors.append(_describe(directory, exc))
         return seen
 
     def _find_candidates(
@@ -198,7 +278,11 @@ class GarbageCollector:
         stats: SweepStats,
         dir_counts: dict[str, int],
     ) -> None:
-        with self.lock.exclusive():
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.lock.exclusive())
+            except OSError as exc:  # out of descriptors, most likely
+                raise _LockFailed(_describe(str(self.lock.path), exc)) from exc
             for path, _dev, _ino in batch:
                 try:
                     st = os.lstat(path)
@@ -272,12 +356,16 @@ class _Links:
         self._others: list[str] = []  # links to follow with stat
         self._parents: dict[tuple[str, int], str | None] = {}
 
-    def add(self, directory: str, link: str) -> None:
-        """A symlink at `link`, in the physical directory `directory`."""
+    def add(self, directory: str, link: str, errors: list[str]) -> None:
+        """A symlink at `link`, in the physical directory `directory`; a link that
+        cannot be read (and is not just gone) is appended to `errors`."""
         try:
             target = os.readlink(link)
-        except OSError:
-            return  # gone meanwhile
+        except OSError as exc:
+            # Gone meanwhile (ENOENT), or replaced by something not a link (EINVAL).
+            if exc.errno not in _GONE and exc.errno != errno.EINVAL:
+                errors.append(_describe(link, exc))
+            return
         if not target.startswith(os.sep):
             ups = 0
             while target.startswith("../", ups * 3):
@@ -308,9 +396,11 @@ class _Links:
         self._parents[key] = base
         return base
 
-    def settle(self, blob_keys: set[str], cut: int) -> _Linked:
+    def settle(self, blob_keys: set[str], cut: int, errors: list[str]) -> _Linked:
         """The linked set, given the regular blob files the walk of stored/ found (as
-        paths below it) and the length of the path prefix `has` will cut off.
+        paths below it) and the length of the path prefix `has` will cut off. A link
+        that cannot be followed for another reason than reaching nothing (dangling, a
+        loop) is appended to `errors`: it might reach a blob.
 
         A text-resolved target that is one of them is the file the link reaches (every
         component is a real directory, the last a regular file); any other is followed.
@@ -326,42 +416,78 @@ class _Links:
         for link in others:
             try:
                 st = os.stat(link)  # follows the link
-            except OSError:
-                continue  # dangling
+            except OSError as exc:
+                if exc.errno not in _REACHES_NOTHING:
+                    errors.append(_describe(link, exc))
+                continue
             inodes.add((st.st_dev, st.st_ino))
         return _Linked(keys, cut, inodes)
 
 
-def _scan_stored(tops: list[str]) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+def _note_stale_temp(entry: os.DirEntry[str], start: float, stale_temps: list[str]) -> None:
+    """Add a checkout temp dir to `stale_temps` if it was last changed before `start`.
+
+    A checkout builds its temp dir under the shared lock, and the sweep's start was
+    taken under the exclusive one: a temp dir last changed before the start belongs to
+    a builder that had finished by then, so it is a crash leftover (kill -9).
+    """
+    try:
+        mtime = entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return  # gone, or unknown: left for a later sweep
+    if mtime < start:
+        stale_temps.append(entry.path)
+
+
+def _scan_stored(
+    tops: list[str],
+) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
     """The regular blob files below these two-letter dirs of stored/ as (path, dev,
-    inode from readdir), and the entry count of each dir. Symlinked dirs are not entered."""
+    inode from readdir), the entry count of each dir, and the dirs that could not be
+    read ("path: error"; their blobs are left out, so kept). Symlinked dirs are not
+    entered."""
     blobs: list[tuple[str, int, int]] = []
     dir_counts: dict[str, int] = {}
+    errors: list[str] = []
     for top in tops:
         try:
             dev = os.stat(top).st_dev
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                errors.append(_describe(top, exc))
             continue
-        dir_counts[top] = 0
-        for blob_dir in _subdirs(top):
-            dir_counts[top] += 1
+        failed = len(errors)
+        blob_dirs = _subdirs(top, errors)
+        if len(errors) == failed:
+            dir_counts[top] = len(blob_dirs)
+        for blob_dir in blob_dirs:
             count = 0
             try:
-                it = os.scandir(blob_dir)
-            except OSError:
+                with os.scandir(blob_dir) as it:
+                    for entry in it:
+                        count += 1
+                        if entry.name.endswith(".blob") and entry.is_file(follow_symlinks=False):
+                            blobs.append((entry.path, dev, entry.inode()))
+            except OSError as exc:
+                if exc.errno not in _GONE:
+                    errors.append(_describe(blob_dir, exc))
+                # Its count stays unknown: never removed as empty.
                 continue
-            with it:
-                for entry in it:
-                    count += 1
-                    if entry.name.endswith(".blob") and entry.is_file(follow_symlinks=False):
-                        blobs.append((entry.path, dev, entry.inode()))
             dir_counts[blob_dir] = count
-    return blobs, dir_counts
+    return blobs, dir_counts, errors
 
 
-def _subdirs(path: str) -> list[str]:
+def _subdirs(path: str, errors: list[str] | None = None) -> list[str]:
+    """The real subdirectories of `path`; a listing error other than "gone" is appended
+    to `errors` (if given) and yields none."""
     try:
         with os.scandir(path) as it:
             return [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
+    except OSError as exc:
+        if errors is not None and exc.errno not in _GONE:
+            errors.append(_describe(path, exc))
         return []
+
+
+class _LockFailed(Exception):
+    """The storage lock could not be taken (out of descriptors): stop deleting."""

@@ -329,7 +329,9 @@ class FileStore:
             sock, head = source.take()
             hasher = hashlib.sha256()
             timeout = self.body_read_timeout
-            job = SpliceJob(sock, fd, temp, head, size, hasher, timeout, _IO_POOL, on_batch)
+            job = SpliceJob(
+                sock, fd, temp, head, size, hasher, timeout, _IO_POOL, on_batch, pace=source.pace
+            )
             if other is not None:
                 watcher = asyncio.ensure_future(_flag_when_stored(other, job.stop))
             running = start_thread(job.run)

@@ -24,11 +24,13 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from .fstree import dirs_bottom_up, walk
 
 # A temp file younger than this is left alone even when unlocked: its uploader
 # may not have taken the lock yet. Matches the server's own startup sweep.
@@ -129,31 +131,39 @@ def run_fsck(
 # -- blobs ---------------------------------------------------------------------
 
 
-def _iter_stored(stored: Path) -> Iterator[tuple[Path, str | None, int | None]]:
-    """Yield (path, sha, size) for every file in stored/; sha None = unparseable name."""
+def _iter_stored(stored: Path, report: FsckReport) -> Iterator[tuple[Path, str | None, int | None]]:
+    """Yield (path, sha, size) for every file in stored/; sha None = unparseable name.
+    Symlinks (to dirs too) are yielded as unparseable, never entered."""
     if not stored.is_dir():
         return
-    for dirpath, dirnames, filenames in os.walk(stored):
-        dirnames.sort()
+    top = str(stored)
+    for dirpath, entries in walk(top, _reporter(report)):
         rel = Path(dirpath).relative_to(stored).parts
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            match = _BLOB_NAME.match(name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            match = _BLOB_NAME.match(entry.name)
             if (
                 len(rel) == 2
                 and _SHA_HEAD.match(rel[0])
                 and _SHA_TAIL.match(rel[1])
                 and match
-                and not path.is_symlink()
+                and not entry.is_symlink()
             ):
                 yield path, rel[0] + rel[1], int(match.group(1))
             else:
                 yield path, None, None
-        # A symlinked directory in stored/ is not followed by os.walk: report it.
-        for name in dirnames:
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                yield path, None, None
+
+
+def _reporter(report: FsckReport) -> Callable[[str, OSError], None]:
+    """An on_error for the walks: a dir that cannot be listed is a problem to report."""
+
+    def on_error(path: str, exc: OSError) -> None:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # not just gone meanwhile
+            report.problems.append(Problem(UNREADABLE, Path(path), f"cannot list: {exc.strerror}"))
+
+    return on_error
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
@@ -203,7 +213,7 @@ def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsck-hash") as pool:
         # A bounded window instead of pool.map, which would queue every blob of a
         # million-blob store at once; results stay in walk order (deterministic report).
-        for item in _iter_stored(stored):
+        for item in _iter_stored(stored, report):
             in_flight.append(pool.submit(_verify_blob, item))
             if len(in_flight) >= workers * 4:
                 collect(in_flight.popleft())
@@ -248,8 +258,8 @@ def _iter_temps(uploading: Path) -> Iterable[Path]:
     if not uploading.is_dir():
         return []
     paths = []
-    for dirpath, _dirnames, filenames in os.walk(uploading):
-        paths.extend(Path(dirpath, name) for name in filenames)
+    for dirpath, entries in walk(str(uploading)):
+        paths.extend(Path(dirpath, e.name) for e in entries if not e.is_dir(follow_symlinks=False))
     return sorted(paths)
 
 
@@ -300,12 +310,11 @@ def _prune_empty_dirs(root: Path) -> None:
     """Remove empty directories below `root` (not root itself); races are harmless."""
     if not root.is_dir():
         return
-    for dirpath, _dirnames, _filenames in os.walk(root, topdown=False):
-        if Path(dirpath) != root:
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass  # not empty, or an uploader just created something in it
+    for directory in dirs_bottom_up(str(root)):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # not empty, or an uploader just created something in it
 
 
 # -- links ---------------------------------------------------------------------
@@ -316,14 +325,12 @@ def _check_links(roots: Sequence[Path], stored: Path, report: FsckReport) -> Non
     for root in roots:
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            # os.walk does not descend into symlinked dirs; check them as links.
-            for name in [*dirnames, *filenames]:
-                path = Path(dirpath, name)
-                if not path.is_symlink():
+        for _dirpath, entries in walk(str(root), _reporter(report)):
+            for entry in entries:
+                if not entry.is_symlink():
                     continue
                 report.links_checked += 1
-                problem = _check_link(path, stored_real)
+                problem = _check_link(Path(entry.path), stored_real)
                 if problem is not None:
                     report.problems.append(problem)
 

@@ -302,17 +302,11 @@ class CheckoutBuilder:
 
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
         """Touch each unique blob (proves it exists and keeps GC off it)."""
-        blob_path = self.store.blob_path
+        # `FileStore.touch` also checks each blob's size (a wrong one is quarantined).
+        store_touch = self.store.touch
 
         def touch(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
-            utime = os.utime
-            missing = []
-            for sha, size in keys:
-                try:
-                    utime(blob_path(sha, size))
-                except FileNotFoundError:
-                    missing.append((sha, size))
-            return missing
+            return [(sha, size) for sha, size in keys if not store_touch(sha, size)]
 
         wanted = set(_in_parallel(touch, list(set(by_path.values()))))
         if wanted:

@@ -17,6 +17,7 @@ import yaml
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .portable import MODES as PORTABLE_NAME_MODES
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_listen"]
 
@@ -47,6 +48,8 @@ class Config:
     max_connections: int = 0
     # URL path under which the legacy (BAT) protocol is also served; "" = root only.
     legacy_base_path: str = ""
+    # Names Windows/macOS workers cannot hold (see manager_plugin.portable): warn|refuse|off.
+    portable_names: str = "warn"
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -233,6 +236,17 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     ):
         raise src.error("shaman.maxConnections", "expected an integer >= 0 (0 = automatic)")
 
+    portable_names = src.get("shaman.portableNames")
+    if portable_names is None:
+        portable_names = "warn"
+    if portable_names is False:
+        portable_names = "off"  # YAML 1.1 reads a bare `off` as false
+    if portable_names not in PORTABLE_NAME_MODES:
+        raise src.error(
+            "shaman.portableNames",
+            f"expected one of {', '.join(PORTABLE_NAME_MODES)}, got {portable_names!r:.80}",
+        )
+
     legacy_base_path = src.get("shaman.legacyBasePath")
     if legacy_base_path is None:
         legacy_base_path = ""
@@ -253,4 +267,5 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         header_timeout=header_timeout.total_seconds(),
         max_connections=max_connections,
         legacy_base_path=legacy_base_path,
+        portable_names=portable_names,
     )

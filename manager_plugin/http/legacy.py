@@ -159,7 +159,9 @@ async def _create_checkout(service: ShamanService, checkout_id: str, specs: list
     deadline = loop.time() + UPLOADS_WAIT_SECONDS
     while True:
         try:
-            return await asyncio.to_thread(service.checkouts.create, checkout_id, specs)
+            # The text answer has no room for warnings: they reach the server log.
+            made = await asyncio.to_thread(service.create_checkout, checkout_id, specs)
+            return made.path
         except MissingFiles as exc:
             missing = {(m.sha, m.size) for m in exc.missing if isinstance(m, FileSpec)}
             waited = False

@@ -158,7 +158,18 @@ _SCHEMAS: dict[str, Any] = {
     "ShamanCheckoutResult": {
         "type": "object",
         "required": ["checkoutPath"],
-        "properties": {"checkoutPath": {"type": "string"}},
+        "properties": {
+            "checkoutPath": {"type": "string"},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "Only when there is something to say: names in the checkout that "
+                    "Windows or macOS workers cannot hold as given (shaman.portableNames: "
+                    "warn), one line each."
+                ),
+            },
+        },
     },
     "ShamanBatchUploadResult": {
         "type": "object",

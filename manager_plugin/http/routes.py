@@ -121,8 +121,11 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         checkout_path = data.get("checkoutPath")
         if not isinstance(checkout_path, str):
             raise InvalidRequest("checkoutPath: expected string")
-        used = await asyncio.to_thread(service.checkouts.create, checkout_path, files)
-        return web.json_response({"checkoutPath": used})
+        made = await asyncio.to_thread(service.create_checkout, checkout_path, files)
+        answer: dict[str, object] = {"checkoutPath": made.path}
+        if made.warnings:
+            answer["warnings"] = made.warnings  # additive: Flamenco's clients ignore it
+        return web.json_response(answer)
 
     app.router.add_get(f"{API}/version", version)
     app.router.add_get(f"{API}/configuration", configuration)

@@ -63,23 +63,33 @@ def portability_problems(checkout_path: str, paths: Iterable[str]) -> list[str]:
             problems.append(f"checkoutPath {prefix!r}: {reason}")
     children: dict[str, dict[str, str]] = {}  # dir -> folded name -> first name seen
     clashed: set[str] = set()
+
+    def check(parent: str, part: str, here: str) -> None:
+        seen = children.setdefault(parent, {})
+        key = _folded(part)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = part
+            reason = name_problem(part)
+            if reason is not None:
+                problems.append(f"{here!r}: {reason}")
+        elif first != part and here not in clashed:
+            clashed.add(here)
+            other = f"{parent}/{first}" if parent else first
+            problems.append(_clash(here, other, first, part))
+
+    dirs: set[str] = {""}
     for path in paths:
-        parent = ""
-        for part in path.split("/"):
-            here = f"{parent}/{part}" if parent else part
-            seen = children.setdefault(parent, {})
-            key = _folded(part)
-            first = seen.get(key)
-            if first is None:
-                seen[key] = part
-                reason = name_problem(part)
-                if reason is not None:
-                    problems.append(f"{here!r}: {reason}")
-            elif first != part and here not in clashed:
-                clashed.add(here)
-                other = f"{parent}/{first}" if parent else first
-                problems.append(_clash(here, other, first, part))
-            parent = here
+        head, _, name = path.rpartition("/")
+        if head not in dirs:  # each directory once, however many files it holds
+            parent = ""
+            for part in head.split("/"):
+                here = f"{parent}/{part}" if parent else part
+                if here not in dirs:
+                    dirs.add(here)
+                    check(parent, part, here)
+                parent = here
+        check(head, name, path)
     return problems
 
 

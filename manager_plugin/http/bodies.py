@@ -30,15 +30,15 @@ TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})
 
 
 def refuse_encoded_body(request: web.Request) -> None:
-    """Raise UnsupportedEncoding (415) unless the body is sent as is: an upload is stored
-    as the bytes sent, so a compressed one would be inflated into another blob (and a
-    small request could make a huge one)."""
+    """Raise UnsupportedEncoding (415) unless the body is sent as is. The server never
+    decompresses (the runner is made with auto_decompress=False): an upload is stored as
+    the bytes sent, and inflating would let a small request become a huge blob or body."""
     for value in request.headers.getall("Content-Encoding", ()):
         for coding in value.split(","):
             if coding.strip().lower() not in ("", "identity"):
                 raise UnsupportedEncoding(
                     f"Content-Encoding {loggable(coding.strip(), 40)!r} is not accepted: "
-                    "uploads are stored as the bytes sent; send them uncompressed"
+                    "request bodies are taken as sent; send them uncompressed"
                 )
 
 
@@ -53,6 +53,7 @@ async def read_body(
     """The whole (small) body: at most client_max_size bytes (413), no read may
     wait longer than `timeout` seconds and the body may not arrive slower than `pace`
     allows (408), so a stalled or trickling client cannot hold a connection forever."""
+    refuse_encoded_body(request)
     limit = request.client_max_size
     declared = request.content_length
     if declared is not None and declared > limit:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 LINGER = 1.0  # seconds a refused connection is kept to read and drop what the client sends
 MAX_LINGERING = 64  # refused connections lingering at once; more are closed at once
 RETRY_AFTER = 1  # seconds, told to a refused client
+STILLBORN_AFTER = 10.0  # seconds after which a handler without a connection is forgotten
 
 
 def _busy_answer() -> bytes:
@@ -60,7 +62,10 @@ class ConnectionGuard:
         self.cap = cap
         self.header_timeout = header_timeout
         self.throttled = throttled
-        self._live: dict[GuardedHandler, None] = {}  # oldest first
+        # Handlers from their creation (admitted) to connection_lost, oldest first, with
+        # their creation time. Counted from creation: asyncio creates the protocols of a
+        # burst of accepted connections before it calls any connection_made.
+        self._live: dict[GuardedHandler, float] = {}
         self._lingering = 0
 
     @property
@@ -71,9 +76,15 @@ class ConnectionGuard:
         """Room for one more connection (after closing an idle one if need be)?"""
         if len(self._live) < self.cap:
             return True
-        for handler in self._live:
+        now = time.monotonic()
+        for handler, created in list(self._live.items()):
             if handler.waiting_for_request():
                 self._evict(handler)
+                return True
+            if handler.transport is None and now - created > STILLBORN_AFTER:
+                # Made for a connection that asyncio then failed to set up (no
+                # connection_made, so no connection_lost either): not a connection.
+                self._live.pop(handler, None)
                 return True
         self.throttled.note(
             "refused",
@@ -92,7 +103,7 @@ class ConnectionGuard:
         handler.close_idle()
 
     def opened(self, handler: GuardedHandler) -> None:
-        self._live[handler] = None
+        self._live[handler] = time.monotonic()
 
     def closed(self, handler: GuardedHandler) -> None:
         self._live.pop(handler, None)
@@ -136,7 +147,6 @@ class GuardedHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._guard.opened(self)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -217,7 +227,9 @@ class GuardedServer(web.Server):
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         if not self.guard.admit():
             return self.guard.refused()
-        return GuardedHandler(self, loop=self._loop, **self._kwargs)
+        handler = GuardedHandler(self, loop=self._loop, **self._kwargs)
+        self.guard.opened(handler)
+        return handler
 
 
 class GuardedRunner(web.AppRunner):

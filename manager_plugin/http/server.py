@@ -42,6 +42,7 @@ async def start_site(
         app,
         guard=ConnectionGuard(cap, config.header_timeout, overload),
         access_log=None,
+        auto_decompress=False,  # bodies are taken as sent: see bodies.refuse_encoded_body
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )

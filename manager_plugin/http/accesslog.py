@@ -34,6 +34,8 @@ async def access_log_middleware(
         status = response.status
         if isinstance(response, web.Response):
             sent = response.content_length or 0
+        else:  # streamed, so sent already
+            sent = response.body_length
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000

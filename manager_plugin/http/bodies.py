@@ -80,22 +80,37 @@ async def read_body(
 
 
 def decode_json_object(raw: bytes) -> dict[str, Any]:
-    """`raw` as a JSON object; InvalidRequest (400) for anything else."""
+    """`raw` as a JSON object; InvalidRequest (400) for anything else.
+
+    Objects that are valid files ({"sha", "size", "path"} and nothing else) become
+    FileSpecs as they are parsed, which `parse_file_list` takes as they are: a dict per
+    file would triple the memory a big file list takes while it is being parsed. The
+    hook (Python code) also lets other threads, the event loop among them, take turns
+    during a long parse; the C parser alone would hold the GIL throughout.
+    """
     try:
-        # The hook (any Python callable) lets other threads, the event loop among them,
-        # take turns during a long parse; the C parser alone would hold the GIL throughout.
-        data = json.loads(raw, object_hook=_same)
+        data = json.loads(raw, object_hook=_file_spec_or_object)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest("body: invalid JSON: nested too deeply") from None
+    if isinstance(data, FileSpec):  # the whole body is one file, not a request
+        data = {"sha": data.sha, "size": data.size, "path": data.path}
     if not isinstance(data, dict):
         raise InvalidRequest(f"body: expected a JSON object, got {type(data).__name__}")
     return data
 
 
-def _same(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj
+def _file_spec_or_object(obj: dict[str, Any]) -> FileSpec | dict[str, Any]:
+    if len(obj) != 3:
+        return obj
+    path = obj.get("path")
+    if not isinstance(path, str):
+        return obj
+    try:
+        return FileSpec(validate_checksum(obj.get("sha")), validate_size(obj.get("size")), path)
+    except InvalidRequest:
+        return obj  # parse_file_list names what is wrong with it, and where
 
 
 def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
@@ -106,6 +121,9 @@ def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
         raise InvalidRequest(f"{key}: expected a list of files, got {got}")
     specs: list[FileSpec] = []
     for index, item in enumerate(items):
+        if isinstance(item, FileSpec):
+            specs.append(item)
+            continue
         field = f"{key}[{index}]"
         if not isinstance(item, dict):
             raise InvalidRequest(f"{field}: expected an object with sha, size and path")

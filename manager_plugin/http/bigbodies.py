@@ -51,10 +51,16 @@ async def in_slot(request: web.Request, work: Callable[[], T]) -> T:
 
 
 def requirements_pieces(answer: list[tuple[FileSpec, FileStatus]]) -> Iterator[bytes]:
-    """The JSON answer of a requirements request, ANSWER_PIECE bytes at a time."""
+    """The JSON answer of a requirements request, ANSWER_PIECE bytes at a time.
+
+    Empties `answer` as it goes, so that the memory of what was sent is free for the
+    next big request while a slow client is still reading the rest.
+    """
     parts: list[str] = ['{"files":[']
     size = 0
-    for index, (spec, status) in enumerate(answer):
+    for index in range(len(answer)):
+        spec, status = answer[index]
+        answer[index] = None  # type: ignore[call-overload]
         part = (
             f'{"," if index else ""}{{"sha":"{spec.sha}","size":{spec.size},'
             f'"path":{encode_basestring_ascii(spec.path)},"status":"{status}"}}'

@@ -2,7 +2,8 @@
 
 Every connection holds a descriptor; a crowd of idle ones used to exhaust them and
 the server stopped answering anyone. `GuardedRunner` serves an app like
-`web.AppRunner`, with a `ConnectionGuard` per server:
+`web.AppRunner`, its server (`GuardedServer`) admitting connections through a
+`ConnectionGuard`:
 
 - At most `cap` connections are open. When a new one arrives at the cap, the oldest
   connection that is waiting for a request (never sent one, or idle between two) is
@@ -15,6 +16,13 @@ the server stopped answering anyone. `GuardedRunner` serves an app like
   has its own pace: `manager_plugin.bodypace`.)
 
 Closings and refusals are logged through a `ThrottledLog`, not one line each.
+
+The guard keeps aiohttp's own connection handler: GuardedServer takes whatever
+handler its base class makes (so it composes with other `web.Server` subclasses) and
+watches it through the server's connection_made/connection_lost hooks and a thin
+wrapper around the handler's request parser. It reads three attributes aiohttp's
+RequestHandler has had throughout 3.x: `_parser`, `_waiter` (pending while it waits
+for the next request: aiohttp's own notion of idle) and `_request_count`.
 """
 
 from __future__ import annotations
@@ -55,6 +63,83 @@ def _busy_answer() -> bytes:
 BUSY_ANSWER = _busy_answer()
 
 
+def _waiting_for_request(handler: RequestHandler) -> bool:
+    waiter = getattr(handler, "_waiter", None)
+    return waiter is not None and not waiter.done()
+
+
+def _requests_parsed(handler: RequestHandler) -> int:
+    return int(getattr(handler, "_request_count", 0))
+
+
+class _Connection:
+    """What the guard knows of one connection: its handler and its header deadline."""
+
+    def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
+        self.guard = guard
+        self.handler = handler
+        self.created = time.monotonic()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._parsed_at_arming = 0
+
+    def arm(self) -> None:
+        """Headers are due within header_timeout from now."""
+        self.disarm()
+        self._parsed_at_arming = _requests_parsed(self.handler)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.guard.header_timeout, self._expire)
+
+    def disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def fed(self, data: bytes, result: Any) -> None:
+        """The handler's parser got `data` and returned `result` (messages first)."""
+        if self._deadline is not None:
+            if result[0]:
+                self.disarm()  # a request's headers are complete
+        elif data and _waiting_for_request(self.handler):
+            self.arm()  # the first bytes of a next request
+
+    def _expire(self) -> None:
+        self._deadline = None
+        handler = self.handler
+        if _requests_parsed(handler) != self._parsed_at_arming or handler.transport is None:
+            return
+        self.guard.throttled.note(
+            "header-timeout",
+            "closed a connection that did not send its request headers within "
+            f"{self.guard.header_timeout:g} s",
+        )
+        self.guard.forget(handler)
+        handler.force_close()
+
+    def close_idle(self) -> None:
+        """Close this idle connection; a 503 first if it never sent a request."""
+        self.disarm()
+        handler = self.handler
+        if handler.transport is not None and _requests_parsed(handler) == 0:
+            handler.transport.write(BUSY_ANSWER)
+        handler.force_close()
+
+
+class _WatchedParser:
+    """A handler's request parser, reporting what it was fed to the guard."""
+
+    def __init__(self, inner: Any, connection: _Connection) -> None:
+        self._inner = inner
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.feed_data(data, *args, **kwargs)
+        self._connection.fed(data, result)
+        return result
+
+
 class ConnectionGuard:
     """The connections of one server: the cap, eviction and the header deadline."""
 
@@ -62,10 +147,10 @@ class ConnectionGuard:
         self.cap = cap
         self.header_timeout = header_timeout
         self.throttled = throttled
-        # Handlers from their creation (admitted) to connection_lost, oldest first, with
-        # their creation time. Counted from creation: asyncio creates the protocols of a
-        # burst of accepted connections before it calls any connection_made.
-        self._live: dict[GuardedHandler, float] = {}
+        # From the handler's creation to connection_lost, oldest first. Counted from
+        # creation: asyncio creates the protocols of a burst of accepted connections
+        # before it calls any connection_made.
+        self._live: dict[RequestHandler, _Connection] = {}
         self._lingering = 0
 
     @property
@@ -77,11 +162,17 @@ class ConnectionGuard:
         if len(self._live) < self.cap:
             return True
         now = time.monotonic()
-        for handler, created in list(self._live.items()):
-            if handler.waiting_for_request():
-                self._evict(handler)
+        for handler, connection in list(self._live.items()):
+            if _waiting_for_request(handler):
+                self._live.pop(handler, None)
+                self.throttled.note(
+                    "evicted",
+                    f"connection cap of {self.cap} reached: closing the longest-idle "
+                    "connections to make room for new ones",
+                )
+                connection.close_idle()
                 return True
-            if handler.transport is None and now - created > STILLBORN_AFTER:
+            if handler.transport is None and now - connection.created > STILLBORN_AFTER:
                 # Made for a connection that asyncio then failed to set up (no
                 # connection_made, so no connection_lost either): not a connection.
                 self._live.pop(handler, None)
@@ -93,20 +184,21 @@ class ConnectionGuard:
         )
         return False
 
-    def _evict(self, handler: GuardedHandler) -> None:
-        self._live.pop(handler, None)
-        self.throttled.note(
-            "evicted",
-            f"connection cap of {self.cap} reached: closing the longest-idle connections "
-            "to make room for new ones",
-        )
-        handler.close_idle()
+    def watch(self, handler: RequestHandler) -> None:
+        """Count `handler` as a connection and watch its parser for the header deadline."""
+        connection = _Connection(self, handler)
+        self._live[handler] = connection
+        handler._parser = _WatchedParser(handler._parser, connection)
 
-    def opened(self, handler: GuardedHandler) -> None:
-        self._live[handler] = time.monotonic()
+    def connected(self, handler: RequestHandler) -> None:
+        connection = self._live.get(handler)
+        if connection is not None:
+            connection.arm()
 
-    def closed(self, handler: GuardedHandler) -> None:
-        self._live.pop(handler, None)
+    def forget(self, handler: RequestHandler) -> None:
+        connection = self._live.pop(handler, None)
+        if connection is not None:
+            connection.disarm()
 
     def refused(self) -> asyncio.Protocol:
         """The protocol for a connection that gets the 503."""
@@ -120,70 +212,6 @@ class ConnectionGuard:
             self._lingering -= 1
 
 
-class GuardedHandler(RequestHandler):
-    """aiohttp's connection handler, registered with a ConnectionGuard, with a header deadline.
-
-    Reads two attributes of aiohttp's RequestHandler: `_waiter` (pending while it waits
-    for the next request, aiohttp's own notion of idle) and `_request_count` (request
-    heads parsed on this connection).
-    """
-
-    def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._guard = manager.guard
-        self._deadline: asyncio.TimerHandle | None = None
-        self._heads_at_arming = 0
-
-    def waiting_for_request(self) -> bool:
-        waiter = getattr(self, "_waiter", None)
-        return waiter is not None and not waiter.done()
-
-    def close_idle(self) -> None:
-        """Close this idle connection; a 503 first if it never sent a request."""
-        transport = self.transport
-        if transport is not None and self._request_count == 0:
-            transport.write(BUSY_ANSWER)
-        self.force_close()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._deadline is not None:
-            if self._request_count != self._heads_at_arming:
-                self._disarm()  # the headers are complete
-        elif data and self.waiting_for_request():
-            self._arm()  # the first bytes of a next request
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
-        self._guard.closed(self)
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._heads_at_arming = self._request_count
-        self._deadline = self._loop.call_later(self._guard.header_timeout, self._expire)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self) -> None:
-        self._deadline = None
-        if self._request_count != self._heads_at_arming or self.transport is None:
-            return
-        self._guard.throttled.note(
-            "header-timeout",
-            f"closed a connection that did not send its request headers within "
-            f"{self._guard.header_timeout:g} s",
-        )
-        self._guard.closed(self)
-        self.force_close()
-
-
 class _Refused(asyncio.Protocol):
     """Answers 503 and closes; reads and drops what the client sends meanwhile (for at
     most LINGER s), so that closing does not reset the connection before it is read."""
@@ -191,12 +219,10 @@ class _Refused(asyncio.Protocol):
     def __init__(self, guard: ConnectionGuard, linger: bool) -> None:
         self._guard = guard
         self._linger = linger
-        self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
         transport.write(BUSY_ANSWER)
         if not self._linger:
             transport.close()
@@ -227,13 +253,23 @@ class GuardedServer(web.Server):
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         if not self.guard.admit():
             return self.guard.refused()
-        handler = GuardedHandler(self, loop=self._loop, **self._kwargs)
-        self.guard.opened(handler)
+        handler = super().__call__()
+        self.guard.watch(handler)
         return handler
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.guard.connected(handler)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.guard.forget(handler)
+        super().connection_lost(handler, exc)
 
 
 class GuardedRunner(web.AppRunner):
-    """`web.AppRunner` whose server admits connections through `guard`."""
+    """`web.AppRunner` whose server (`server_class`) admits connections through `guard`."""
+
+    server_class: type[GuardedServer] = GuardedServer
 
     def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -241,7 +277,7 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        return GuardedServer(
+        return self.server_class(
             server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,

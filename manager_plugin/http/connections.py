@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
@@ -37,8 +36,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .throttledlog import ThrottledLog
-
-log = logging.getLogger(__name__)
 
 LINGER = 1.0  # seconds a refused connection is kept to read and drop what the client sends
 MAX_LINGERING = 64  # refused connections lingering at once; more are closed at once
@@ -152,10 +149,6 @@ class ConnectionGuard:
         # before it calls any connection_made.
         self._live: dict[RequestHandler, _Connection] = {}
         self._lingering = 0
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._live)
 
     def admit(self) -> bool:
         """Room for one more connection (after closing an idle one if need be)?"""

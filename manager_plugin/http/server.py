@@ -16,6 +16,7 @@ from ..service import ShamanService
 from .app import create_app
 from .connections import ConnectionGuard, GuardedRunner
 from .descriptors import default_max_connections, fd_limit, quiet_accept_errors, raise_fd_limit
+from .logtext import EscapingFilter
 from .throttledlog import ThrottledLog
 
 SHUTDOWN_TIMEOUT = 10.0
@@ -71,6 +72,8 @@ async def serve_until_signal(config: Config, on_ready: Callable[[str], None]) ->
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
     raise_fd_limit()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapingFilter())  # one line per record, whatever a client sent
     runner, url = await start_site(config)
     try:
         on_ready(url)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from aiohttp import web
@@ -40,7 +39,6 @@ from .throttledlog import ThrottledLog
 LINGER = 1.0  # seconds a refused connection is kept to read and drop what the client sends
 MAX_LINGERING = 64  # refused connections lingering at once; more are closed at once
 RETRY_AFTER = 1  # seconds, told to a refused client
-STILLBORN_AFTER = 10.0  # seconds after which a handler without a connection is forgotten
 
 
 def _busy_answer() -> bytes:
@@ -75,7 +73,6 @@ class _Connection:
     def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
         self.guard = guard
         self.handler = handler
-        self.created = time.monotonic()
         self._deadline: asyncio.TimerHandle | None = None
         self._parsed_at_arming = 0
 
@@ -116,7 +113,13 @@ class _Connection:
         """Close this idle connection; a 503 first if it never sent a request."""
         self.disarm()
         handler = self.handler
-        if handler.transport is not None and _requests_parsed(handler) == 0:
+        if handler.transport is None:
+            # Not connected yet: asyncio makes the protocols of a burst of accepted
+            # connections first. Closing now would leave the transport it gets later
+            # open; GuardedServer.connection_made answers and closes it instead.
+            self.guard.unborn_evicted.add(handler)
+            return
+        if _requests_parsed(handler) == 0:
             handler.transport.write(BUSY_ANSWER)
         handler.force_close()
 
@@ -148,15 +151,21 @@ class ConnectionGuard:
         # creation: asyncio creates the protocols of a burst of accepted connections
         # before it calls any connection_made.
         self._live: dict[RequestHandler, _Connection] = {}
+        # Evicted before asyncio connected them (rare: a burst beyond the cap); a handler
+        # asyncio then fails to connect stays here, one small object per such failure.
+        self.unborn_evicted: set[RequestHandler] = set()
         self._lingering = 0
 
     def admit(self) -> bool:
-        """Room for one more connection (after closing an idle one if need be)?"""
+        """Room for one more connection (after closing an idle one if need be)?
+
+        Idle means without a request in progress: none sent yet (its headers may be
+        on their way, or it is not even connected yet), or waiting for the next.
+        """
         if len(self._live) < self.cap:
             return True
-        now = time.monotonic()
         for handler, connection in list(self._live.items()):
-            if _waiting_for_request(handler):
+            if _requests_parsed(handler) == 0 or _waiting_for_request(handler):
                 self._live.pop(handler, None)
                 self.throttled.note(
                     "evicted",
@@ -164,11 +173,6 @@ class ConnectionGuard:
                     "connections to make room for new ones",
                 )
                 connection.close_idle()
-                return True
-            if handler.transport is None and now - connection.created > STILLBORN_AFTER:
-                # Made for a connection that asyncio then failed to set up (no
-                # connection_made, so no connection_lost either): not a connection.
-                self._live.pop(handler, None)
                 return True
         self.throttled.note(
             "refused",
@@ -236,6 +240,12 @@ class _Refused(asyncio.Protocol):
         self._guard.refusal_done(self._linger)
 
 
+def _answer_busy_and_close(handler: RequestHandler) -> None:
+    if handler.transport is not None:
+        handler.transport.write(BUSY_ANSWER)
+    handler.force_close()
+
+
 class GuardedServer(web.Server):
     """aiohttp's low-level server with a ConnectionGuard in front of its handlers."""
 
@@ -252,6 +262,12 @@ class GuardedServer(web.Server):
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
+        if handler in self.guard.unborn_evicted:
+            self.guard.unborn_evicted.discard(handler)
+            # Not from within connection_made: the handler has yet to start its task,
+            # which must find the connection still open.
+            asyncio.get_running_loop().call_soon(_answer_busy_and_close, handler)
+            return
         self.guard.connected(handler)
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:

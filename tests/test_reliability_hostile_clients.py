@@ -216,6 +216,41 @@ def test_connection_that_says_nothing_is_closed_at_the_header_deadline(manager_f
     answered_within_a_second(manager.url)
 
 
+def test_header_deadline_spares_an_idle_kept_alive_connection(manager_factory):
+    """Idle between two requests is not slow headers: a kept-alive connection quiet
+    for longer than the deadline still gets its next answer, and only a next request
+    whose headers then trickle is closed."""
+    manager = manager_factory(header_timeout=1.0)
+    sock = connect(manager.url, timeout=10)
+    head = request_head(manager.url, "GET", "/api/v3/version")
+    sock.sendall(head)
+    assert read_one_response(sock) == 200
+    time.sleep(1.5)
+    sock.sendall(head)
+    assert read_one_response(sock) == 200
+    sock.sendall(head[:10])  # a next request starts, and stops
+    sock.settimeout(10)
+    assert sock.recv(100) == b""  # closed at its header deadline
+    sock.close()
+
+
+def read_one_response(sock: socket.socket) -> int:
+    """The status of one answer on a kept-alive connection, its body read to the end."""
+    sock.settimeout(10)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ", 2)[1])
+
+
 def trickle(sock: socket.socket, data: bytes, interval: float, give_up: float) -> None:
     """Send `data` a byte at a time until the server answers or closes."""
     deadline = time.monotonic() + give_up

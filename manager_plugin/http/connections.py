@@ -90,10 +90,9 @@ class _Connection:
 
     def fed(self, data: bytes, result: Any) -> None:
         """The handler's parser got `data` and returned `result` (messages first)."""
-        if self._deadline is not None:
-            if result[0]:
-                self.disarm()  # a request's headers are complete
-        elif data and _waiting_for_request(self.handler):
+        if result[0]:
+            self.disarm()  # a request's headers are complete
+        elif data and self._deadline is None and _waiting_for_request(self.handler):
             self.arm()  # the first bytes of a next request
 
     def _expire(self) -> None:

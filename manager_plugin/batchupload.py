@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .errors import BodyTimeout, InvalidRequest
+from .bodypace import BodyPace
+from .errors import BodyTimeout, ClientDisconnected, InvalidRequest
 from .filestore import FileStore, Reader
 from .paths import validate_checksum
 
@@ -33,10 +34,14 @@ class BatchReceiver:
     `records_read` and `records_stored` (blobs this request wrote) are for the access log.
     """
 
-    def __init__(self, store: FileStore, read: Reader, timeout: float) -> None:
+    def __init__(
+        self, store: FileStore, read: Reader, timeout: float, pace: BodyPace | None = None
+    ) -> None:
         self._store = store
         self._read = read
         self._timeout = timeout
+        self._pace = pace
+        self._received = 0  # body bytes read so far
         self._buf = bytearray()
         self._eof = False
         self.records_read = 0
@@ -150,14 +155,18 @@ class BatchReceiver:
         return data
 
     async def _fill(self, want: int = READ_SIZE) -> None:
-        timeout = self._timeout
+        timeout, pace, received = self._timeout, self._pace, self._received
+        wait = timeout if pace is None else pace.wait_limit(received, timeout)
         try:
-            chunk = await asyncio.wait_for(self._read(max(want, READ_SIZE)), timeout)
+            chunk = await asyncio.wait_for(self._read(max(want, READ_SIZE)), wait)
         except TimeoutError:
+            if pace is not None and pace.missed(received):
+                raise pace.too_slow(received) from None
             raise BodyTimeout(f"no body data for {timeout:g} s; batch aborted") from None
-        except ConnectionResetError:
-            raise InvalidRequest("body: client disconnected before sending all of it") from None
+        except ConnectionError:
+            raise ClientDisconnected(received, None) from None
         if chunk:
+            self._received += len(chunk)
             self._buf += chunk
         else:
             self._eof = True

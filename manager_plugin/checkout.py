@@ -25,7 +25,6 @@ import errno
 import logging
 import os
 import secrets
-import shutil
 import stat
 import string
 import threading
@@ -36,9 +35,17 @@ from typing import TypeVar
 
 from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
 from .filestore import FileStore, is_disk_full
+from .fstree import remove_tree
 from .locking import StorageLock
 from .models import FileSpec
-from .paths import validate_checkout_path, validate_checksum, validate_path, validate_size
+from .paths import (
+    check_depth,
+    check_path_bytes,
+    validate_checkout_path,
+    validate_checksum,
+    validate_path,
+    validate_size,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,6 +152,7 @@ class CheckoutBuilder:
         if TEMP_PREFIX in checkout_path:
             _refuse_reserved(checkout_path, "checkoutPath")
         by_path = dedupe_files(files)
+        self._check_fits(checkout_path, by_path)
         parent_rel, _, name = checkout_path.rpartition("/")
         jobs = str(self.jobs_dir)
         os.makedirs(jobs, exist_ok=True)
@@ -167,7 +175,7 @@ class CheckoutBuilder:
             temp = ""
         except BaseException as exc:
             if temp:
-                shutil.rmtree(temp, ignore_errors=True)
+                remove_tree(temp)
             for directory in reversed(created_parents):
                 try:
                     os.rmdir(directory)
@@ -186,6 +194,36 @@ class CheckoutBuilder:
             reused,
         )
         return used
+
+    def _check_fits(self, checkout_path: str, by_path: dict[str, tuple[str, int]]) -> None:
+        """Refuse, before anything is made, a checkout deeper than MAX_DEPTH or with a
+        link path or link target longer than the OS takes (measured for the temp dir's
+        name too, which can be longer than the final one)."""
+        levels = checkout_path.count("/") + 1
+        check_depth(levels, checkout_path, "checkoutPath")
+        jobs = str(self.jobs_dir)
+        real_jobs = os.path.realpath(jobs)
+        parent_rel, _, name = checkout_path.rpartition("/")
+        dir_name = max(
+            _nbytes(name) + 5,  # "-xxxx" suffix when the name is taken
+            len(TEMP_PREFIX) + 13 + _nbytes(_clip(name, 64)),
+        )
+        checkout_dir = max(_nbytes(jobs), _nbytes(real_jobs)) + 1 + dir_name
+        if parent_rel:
+            checkout_dir += _nbytes(parent_rel) + 1
+        check_path_bytes(checkout_dir, "the checkout directory's path", "checkoutPath")
+        if self.absolute_symlinks:
+            target_base, per_level = _nbytes(str(self.store.stored_dir)), 0
+        else:
+            stored = os.path.relpath(os.path.realpath(self.store.stored_dir), real_jobs)
+            target_base, per_level = _nbytes(stored), 3  # "../" per level below jobs/
+        blob_part = 1 + 2 + 1 + 62 + 1 + len(".blob")  # "/ab/cdef…/" + SIZE + ".blob"
+        for path, (_sha, size) in by_path.items():
+            below = path.count("/")
+            check_depth(levels + below + 1, path, "files.path")
+            check_path_bytes(checkout_dir + 1 + _nbytes(path), "the link's path", "files.path")
+            target = target_base + per_level * (levels + below) + blob_part + len(str(size))
+            check_path_bytes(target, f"the link target of {path!r:.200}", "files.path")
 
     def _donor(self, parent: str) -> str | None:
         """The newest checkout next to the one being made (same depth), if any.
@@ -264,17 +302,11 @@ class CheckoutBuilder:
 
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
         """Touch each unique blob (proves it exists and keeps GC off it)."""
-        blob_path = self.store.blob_path
+        # `FileStore.touch` also checks each blob's size (a wrong one is quarantined).
+        store_touch = self.store.touch
 
         def touch(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
-            utime = os.utime
-            missing = []
-            for sha, size in keys:
-                try:
-                    utime(blob_path(sha, size))
-                except FileNotFoundError:
-                    missing.append((sha, size))
-            return missing
+            return [(sha, size) for sha, size in keys if not store_touch(sha, size)]
 
         wanted = set(_in_parallel(touch, list(set(by_path.values()))))
         if wanted:
@@ -372,6 +404,10 @@ def _refuse_reserved(path: str, field: str) -> None:
     """Names starting with TEMP_PREFIX are checkout temp dirs, which GC removes."""
     if any(part.startswith(TEMP_PREFIX) for part in path.split("/")):
         raise InvalidPath(f"{field}: names starting with {TEMP_PREFIX!r} are reserved: {path!r}")
+
+
+def _nbytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 def _clip(name: str, max_bytes: int) -> str:

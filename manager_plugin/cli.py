@@ -149,9 +149,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
     _print_some("cannot read store dir (its blobs are kept)", stats.store_errors)
     if stats.aborted:
         _print_some("cannot read", stats.walk_errors)
+        done = (
+            f"{stats.files_deleted} blobs re-checked and deleted before that"
+            if stats.files_deleted
+            else "nothing deleted"
+        )
         print(
             f"gc aborted: {len(stats.walk_errors)} places where checkout links may live "
-            f"could not be read, so no blob is known to be unused; nothing deleted"
+            f"could not be read (or the storage lock taken), so no blob is known to be "
+            f"unused; {done}"
         )
         return 1
     print(

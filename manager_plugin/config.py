@@ -21,24 +21,12 @@ import yaml
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .portable import MODES as PORTABLE_NAME_MODES
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_listen"]
 
 log = logging.getLogger(__name__)
 
-# Every key read under `shaman:`, nested ones dotted. A key this file learns to read is
-# added here too, or it is reported as unknown.
-SHAMAN_KEYS = (
-    "enabled",
-    "garbageCollect",
-    "garbageCollect.period",
-    "garbageCollect.maxAge",
-    "garbageCollect.extraCheckoutPaths",
-    "absoluteSymlinks",
-    "token",
-    "bodyReadTimeout",
-    "legacyBasePath",
-)
 # Top-level keys: Flamenco Manager 3's own (internal/manager/config/config.go), which
 # include `shaman`, plus any other this file reads. Accepted silently; an unknown
 # top-level key is warned about only when it is close to one of these (a typo).
@@ -79,8 +67,16 @@ class Config:
     absolute_symlinks: bool = False
     token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
     body_read_timeout: float = 60.0
+    # After body_read_timeout, a body must have averaged this many bytes/s (0 = no floor).
+    body_min_rate: float = 1024.0
+    # Seconds a client gets to send a request's headers (from connecting or its first byte).
+    header_timeout: float = 30.0
+    # Connections served at once; 0 = derived from the descriptor limit at startup.
+    max_connections: int = 0
     # URL path under which the legacy (BAT) protocol is also served; "" = root only.
     legacy_base_path: str = ""
+    # Names Windows/macOS workers cannot hold (see manager_plugin.portable): warn|refuse|off.
+    portable_names: str = "warn"
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -120,6 +116,8 @@ class _Source:
         self.path = path
         self.data = data
         self.lines = lines
+        self.read: set[str] = set()  # every key asked for, dotted: what this file knows
+
 
     def where(self, key: str) -> str:
         line = self.lines.get(key)
@@ -129,6 +127,7 @@ class _Source:
         return ConfigError(f"{self.where(key)}: {problem}")
 
     def get(self, key: str) -> Any:
+        self.read.add(key)
         node: Any = self.data
         for part in key.split("."):
             if not isinstance(node, Mapping) or part not in node:
@@ -185,30 +184,38 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
 
 
 def _warn_unknown_keys(src: _Source) -> None:
-    """Log each key under `shaman:` this file does not read, and each top-level key that
-    looks like a typo of a known one (other top-level keys belong to Flamenco)."""
+    """Log each key under `shaman:` this file did not read, and each top-level key that
+    looks like a typo of a known one (other top-level keys belong to Flamenco).
+
+    Called after every value was read: the keys read are the known ones, so a key this
+    file learns to read can never be reported as unknown.
+    """
     for key in src.data:
         if not isinstance(key, str) or key in TOP_LEVEL_KEYS:
             continue
         close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.75)
         if close:
             log.warning("%s: unknown key, ignored; did you mean %s?", src.where(key), close[0])
-    _warn_unknown_under(src, "", src.get("shaman"))
+    known = {k.removeprefix("shaman.") for k in src.read if k.startswith("shaman.")}
+    _warn_unknown_under(src, known, "", src.data.get("shaman"))
 
 
-def _warn_unknown_under(src: _Source, prefix: str, mapping: Any) -> None:
-    """Warn about keys of `mapping`, found at `shaman.<prefix>`, that SHAMAN_KEYS lacks."""
+def _warn_unknown_under(src: _Source, known: set[str], prefix: str, mapping: Any) -> None:
+    """Warn about keys of `mapping`, found at `shaman.<prefix>`, that were not read."""
     if not isinstance(mapping, Mapping):
         return
+    parents = {k.rpartition(".")[0] for k in known}
     known_here = [
         k.removeprefix(prefix)
-        for k in SHAMAN_KEYS
-        if k.startswith(prefix) and "." not in k[len(prefix) :]
+        for k in known | parents
+        if k.startswith(prefix) and k != prefix and "." not in k[len(prefix) :]
     ]
     for key in mapping:
         dotted = f"{prefix}{key}"
-        if dotted in SHAMAN_KEYS:
-            _warn_unknown_under(src, dotted + ".", mapping[key])
+        if dotted in parents:
+            _warn_unknown_under(src, known, dotted + ".", mapping[key])
+            continue
+        if dotted in known:
             continue
         close = difflib.get_close_matches(str(key), known_here, n=1, cutoff=0.6)
         hint = f"; did you mean shaman.{prefix}{close[0]}?" if close else ""
@@ -255,7 +262,6 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     src = _read_yaml(Path(path))
     _mapping(src, "shaman")
     _mapping(src, "shaman.garbageCollect")
-    _warn_unknown_keys(src)
 
     listen = src.get("listen")
     if listen is None:
@@ -295,13 +301,44 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     if timeout <= timedelta(0):
         raise src.error("shaman.bodyReadTimeout", "must be positive")
 
+    min_rate = src.get("shaman.bodyMinRate")
+    if min_rate is None:
+        min_rate = 1024
+    if isinstance(min_rate, bool) or not isinstance(min_rate, int) or min_rate < 0:
+        raise src.error("shaman.bodyMinRate", "expected bytes per second as an integer >= 0")
+
+    header_timeout = _duration(src, "shaman.headerTimeout", timedelta(seconds=30))
+    if header_timeout <= timedelta(0):
+        raise src.error("shaman.headerTimeout", "must be positive")
+
+    max_connections = src.get("shaman.maxConnections")
+    if max_connections is None:
+        max_connections = 0
+    if (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 0
+    ):
+        raise src.error("shaman.maxConnections", "expected an integer >= 0 (0 = automatic)")
+
+    portable_names = src.get("shaman.portableNames")
+    if portable_names is None:
+        portable_names = "warn"
+    if portable_names is False:
+        portable_names = "off"  # YAML 1.1 reads a bare `off` as false
+    if portable_names not in PORTABLE_NAME_MODES:
+        raise src.error(
+            "shaman.portableNames",
+            f"expected one of {', '.join(PORTABLE_NAME_MODES)}, got {portable_names!r:.80}",
+        )
+
     legacy_base_path = src.get("shaman.legacyBasePath")
     if legacy_base_path is None:
         legacy_base_path = ""
     if not isinstance(legacy_base_path, str) or any(c in legacy_base_path for c in "?#\\ "):
         raise src.error("shaman.legacyBasePath", "expected a URL path such as '/shaman'")
 
-    return Config(
+    config = Config(
         listen=listen,
         storage_path=storage_path,
         shaman_enabled=_bool(src, "shaman.enabled", True),
@@ -311,5 +348,11 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         absolute_symlinks=_bool(src, "shaman.absoluteSymlinks", False),
         token=token,
         body_read_timeout=timeout.total_seconds(),
+        body_min_rate=float(min_rate),
+        header_timeout=header_timeout.total_seconds(),
+        max_connections=max_connections,
         legacy_base_path=legacy_base_path,
+        portable_names=portable_names,
     )
+    _warn_unknown_keys(src)
+    return config

@@ -89,6 +89,26 @@ class BodyTimeout(ShamanError):
     status = 408
 
 
+class ClientDisconnected(ShamanError):
+    """The client closed the connection before sending the whole body; nothing was stored.
+
+    Nobody reads the answer; the status (nginx's 499) is for the access log."""
+
+    status = 499
+
+    def __init__(self, received: int, expected: int | None) -> None:
+        of = f" of {expected}" if expected is not None else ""
+        super().__init__(f"client disconnected after {received}{of} body bytes")
+        self.received = received
+        self.expected = expected
+
+
+class UnsupportedEncoding(ShamanError):
+    """A body with a Content-Encoding other than identity where bytes are stored as sent."""
+
+    status = 415
+
+
 class ShamanDisabled(ShamanError):
     """Shaman is switched off in the configuration."""
 

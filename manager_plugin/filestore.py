@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -43,6 +44,7 @@ from .errors import (
     SizeMismatch,
     StorageFull,
 )
+from .fstree import walk
 from .models import FileStatus
 from .zerocopy import SocketSource, SpliceJob, Stopped, start_thread
 
@@ -67,6 +69,7 @@ STALE_TEMP_AGE = 60.0  # seconds; a live upload's temp is flocked, this guards t
 BATCH_SIZE = 2 * 1024 * 1024  # network chunks are gathered into buffers this big
 _FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # O_TMPFILE unsupported by the filesystem (NFS, SMB, old kernels): use named temps.
 _NO_TMPFILE_ERRNOS = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
 
@@ -82,16 +85,64 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
 
 
-def try_lock_stale(path: str) -> bool:
-    """True if nobody holds the flock of temp file `path` (so its upload is dead)."""
-    if fcntl is None:  # pragma: no cover - Windows: age alone decides
-        return True
+def open_regular(path: str) -> int | None:
+    """A read-only descriptor of `path` if it is a regular file, else None.
+
+    Nothing else in the store is ever opened: opening a FIFO blocks until a writer
+    comes (a FIFO named like a temp or a blob hung startup, GC, fsck and shutdown), a
+    device may act on open, a symlink may lead anywhere. lstat first, then open with
+    O_NONBLOCK and O_NOFOLLOW and check again with fstat, so a swap in between
+    cannot make it block either.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | _O_CLOEXEC)
     except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def temp_is_live(path: str) -> bool:
+    """The one definition of "being uploaded", used by requirements, checkouts that
+    wait for uploads, GC and fsck alike: a regular temp file whose flock someone holds
+    right now. A temp nobody holds (a crashed manager's, even a young one) is not."""
+    if fcntl is None:  # pragma: no cover - Windows: no flock; a temp that exists counts
+        return os.path.isfile(path)
+    fd = open_regular(path)
+    if fd is None:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)  # releases our lock, if we got it
+    return False
+
+
+def remove_temp_if_stale(path: str, cutoff: float) -> bool:
+    """Unlink the temp file `path` if it is a regular file nobody holds the flock of,
+    last changed before `cutoff` (a live upload may not have locked it yet just
+    after creating it); our lock is held while unlinking. True if removed."""
+    fd = open_regular(path)
+    if fd is None:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # a live upload owns it
+        if os.fstat(fd).st_mtime >= cutoff:
+            return False
+        os.unlink(path)
         return True
     except OSError:
         return False
@@ -144,26 +195,72 @@ class FileStore:
     # ---- status ------------------------------------------------------------
 
     def touch(self, sha: str, size: int) -> bool:
-        """Set the blob's mtime to now; True if it exists (one syscall for both)."""
+        """Set the blob's mtime to now; True if it is stored (see `holds`)."""
+        path = self.blob_path(sha, size)
+        if not self.holds(path, size):
+            return False
         try:
-            os.utime(self.blob_path(sha, size))
+            os.utime(path)
             return True
         except FileNotFoundError:
             return False
 
     def is_stored(self, sha: str, size: int) -> bool:
-        return os.path.exists(self.blob_path(sha, size))
+        return self.holds(self.blob_path(sha, size), size)
+
+    def holds(self, path: str, size: int) -> bool:
+        """True if the blob at `path` is a regular file of `size` bytes.
+
+        Checked wherever a blob is declared stored (requirements, file status, checkout,
+        upload). One that exists but is not (truncated or grown on disk, replaced by a
+        FIFO or a link) is moved to quarantine: it is not stored any more, and the
+        next upload of the right bytes is accepted instead of answered 208.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            return True
+        self._quarantine(path, st, size)
+        return False
+
+    def _quarantine(self, path: str, st: os.stat_result, size: int) -> None:
+        """Move the bad blob `path` (as `st` saw it) to quarantine/; never deletes it."""
+        rel = path[len(self._stored) + 1 :]
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = f"{self.root}/quarantine/{stamp}-{secrets.token_hex(4)}/{rel}"
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_size} bytes"
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(path, dest)  # same filesystem: nothing is opened or copied
+        except FileNotFoundError:
+            return  # someone else moved it already
+        except OSError as exc:
+            log.error(
+                "blob %s is %s, not %d bytes, and cannot be quarantined: %s", path, what, size, exc
+            )
+            return
+        moved = os.lstat(dest)
+        if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+            # An upload put the right blob there between our lstat and the rename: back.
+            with contextlib.suppress(FileExistsError):
+                os.link(dest, path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+            return
+        log.warning(
+            "blob %s is %s, not %d bytes: moved to %s; the next upload of it is accepted",
+            path,
+            what,
+            size,
+            dest,
+        )
 
     def is_uploading(self, sha: str, size: int) -> bool:
-        """An upload is registered here, or a temp exists (another process may share storage)."""
-        if (sha, size) in self._uploads:
-            return True
-        prefix = f"{size}-"
-        try:
-            names = os.listdir(self._upload_dir(sha))
-        except OSError:
-            return False
-        return any(n.startswith(prefix) and n.endswith(".tmp") for n in names)
+        """An upload of this process, or a live temp (see `temp_is_live`) of any process
+        sharing the storage."""
+        return (sha, size) in self._uploads or self._live_temp_exists(sha, size)
 
     def _live_temp_exists(self, sha: str, size: int) -> bool:
         prefix = f"{size}-"
@@ -173,7 +270,7 @@ class FileStore:
         except OSError:
             return False
         return any(
-            n.startswith(prefix) and n.endswith(".tmp") and not try_lock_stale(f"{directory}/{n}")
+            n.startswith(prefix) and n.endswith(".tmp") and temp_is_live(f"{directory}/{n}")
             for n in names
         )
 
@@ -329,7 +426,9 @@ class FileStore:
             sock, head = source.take()
             hasher = hashlib.sha256()
             timeout = self.body_read_timeout
-            job = SpliceJob(sock, fd, temp, head, size, hasher, timeout, _IO_POOL, on_batch)
+            job = SpliceJob(
+                sock, fd, temp, head, size, hasher, timeout, _IO_POOL, on_batch, pace=source.pace
+            )
             if other is not None:
                 watcher = asyncio.ensure_future(_flag_when_stored(other, job.stop))
             running = start_thread(job.run)
@@ -440,7 +539,10 @@ class FileStore:
                     os.link(temp, final)
                     break
                 except FileExistsError:
-                    return False
+                    if attempt == 4 or self.holds(final, size):
+                        return False
+                    # A bad blob was in the way; `holds` moved it to quarantine.
+                    continue
                 except FileNotFoundError:
                     if attempt == 4:
                         raise
@@ -494,8 +596,8 @@ class FileStore:
             if temps:
                 _make_durable([fd for _, fd, _, _ in temps], None)
             for index, _fd, temp, final in temps:
-                if self._link(temp, final):
-                    sha, size, _ = records[index]
+                sha, size, _ = records[index]
+                if self._link(temp, final, size):
                     results[index] = ("stored", "")
                     linked_dirs.add(os.path.dirname(final))
                     with self._count_lock:
@@ -543,7 +645,7 @@ class FileStore:
                     break
         return self._open_temp(sha, size)
 
-    def _link(self, temp: str, final: str) -> bool:
+    def _link(self, temp: str, final: str, size: int) -> bool:
         """Hard-link a verified temp as the blob; False if the blob exists already."""
         parent = os.path.dirname(final)
         for attempt in range(5):
@@ -557,7 +659,9 @@ class FileStore:
                     os.link(temp, final)
                 return True
             except FileExistsError:
-                return False
+                if attempt == 4 or self.holds(final, size):
+                    return False
+                # A bad blob was in the way; `holds` moved it to quarantine.
             except FileNotFoundError:
                 if attempt == 4:
                     raise
@@ -568,33 +672,16 @@ class FileStore:
     # ---- maintenance -------------------------------------------------------
 
     def remove_stale_temps(self, min_age: float = STALE_TEMP_AGE) -> list[str]:
-        """Delete temp files nobody holds a lock on and older than `min_age` seconds."""
+        """Delete temp files nobody holds a lock on and older than `min_age` seconds.
+        Entries that are not regular files are left alone (and never opened)."""
         removed: list[str] = []
         cutoff = time.time() - min_age
-        stack = [self._uploading]
-        while stack:
-            directory = stack.pop()
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
+        for _directory, entries in walk(self._uploading):
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    continue
                 if not entry.name.endswith(".tmp"):
                     continue
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                        continue
-                except OSError:
-                    continue
-                if try_lock_stale(entry.path):
-                    try:
-                        os.unlink(entry.path)
-                        removed.append(entry.path)
-                    except OSError:
-                        pass
+                if remove_temp_if_stale(entry.path, cutoff):
+                    removed.append(entry.path)
         return removed
 
 

@@ -6,33 +6,42 @@ the storage directory alone, so it runs with the server stopped or running:
 - every `file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob` is re-hashed (on all
   cores) and must have exactly the size and SHA-256 its path claims;
 - temp files in `file-store/uploading/` are reported; a temp is *stale* when no
-  live upload holds its flock and it is older than `STALE_TEMP_AGE` seconds;
+  live upload holds its flock (`filestore.temp_is_live`, the server's own
+  definition) and it is older than `STALE_TEMP_AGE` seconds;
+- anything in the store that is not a regular file (a FIFO, a socket, a device,
+  a symlink) is reported and never opened;
 - symlinks under `jobs/` (and extra checkout paths) must resolve to a blob
   inside `file-store/stored/`.
 
-`repair=True` moves bad blobs to `file-store/quarantine/<timestamp>/...` (never
-deletes them: a human decides) and removes stale temps. Links are only reported,
-after the quarantine, so the links that lost their blob to it are among them.
+`repair=True` moves bad blobs and non-regular entries of `stored/` to
+`file-store/quarantine/<timestamp>/...` (never deletes them: a human decides),
+removes stale temps, and removes non-regular entries of `uploading/` (a FIFO or a
+link holds no data). Links are only reported, after the quarantine, so the links
+that lost their blob to it are among them.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import re
+import stat
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .filestore import STALE_TEMP_AGE as FILESTORE_STALE_TEMP_AGE
+from .filestore import open_regular, remove_temp_if_stale, temp_is_live
+from .fstree import dirs_bottom_up, walk
+
 # A temp file younger than this is left alone even when unlocked: its uploader
-# may not have taken the lock yet. Matches the server's own startup sweep.
-STALE_TEMP_AGE = 60.0
+# may not have taken the lock yet. The server's own cleanup uses the same age.
+STALE_TEMP_AGE = FILESTORE_STALE_TEMP_AGE
 
 # hashlib releases the GIL on large updates, so threads hash in parallel.
 READ_SIZE = 1 << 20
@@ -50,6 +59,7 @@ STALE_TEMP = "stale-temp"
 DANGLING_LINK = "dangling-link"
 OUTSIDE_LINK = "link-outside-store"
 UNREADABLE = "unreadable"
+NOT_REGULAR = "not-a-regular-file"
 
 
 @dataclass
@@ -87,7 +97,9 @@ class FsckReport:
 
     @property
     def bad_blobs(self) -> list[Problem]:
-        return [p for p in self.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, UNREADABLE)]
+        return [
+            p for p in self.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, UNREADABLE, NOT_REGULAR)
+        ]
 
     @property
     def ok(self) -> bool:
@@ -129,39 +141,50 @@ def run_fsck(
 # -- blobs ---------------------------------------------------------------------
 
 
-def _iter_stored(stored: Path) -> Iterator[tuple[Path, str | None, int | None]]:
-    """Yield (path, sha, size) for every file in stored/; sha None = unparseable name."""
+def _iter_stored(stored: Path, report: FsckReport) -> Iterator[tuple[Path, str | None, int | None]]:
+    """Yield (path, sha, size) for every file in stored/; sha None = unparseable name.
+    Symlinks (to dirs too) are yielded as unparseable, never entered."""
     if not stored.is_dir():
         return
-    for dirpath, dirnames, filenames in os.walk(stored):
-        dirnames.sort()
+    top = str(stored)
+    for dirpath, entries in walk(top, _reporter(report)):
         rel = Path(dirpath).relative_to(stored).parts
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            match = _BLOB_NAME.match(name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            match = _BLOB_NAME.match(entry.name)
             if (
                 len(rel) == 2
                 and _SHA_HEAD.match(rel[0])
                 and _SHA_TAIL.match(rel[1])
                 and match
-                and not path.is_symlink()
+                and not entry.is_symlink()
             ):
                 yield path, rel[0] + rel[1], int(match.group(1))
             else:
                 yield path, None, None
-        # A symlinked directory in stored/ is not followed by os.walk: report it.
-        for name in dirnames:
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                yield path, None, None
+
+
+def _reporter(report: FsckReport) -> Callable[[str, OSError], None]:
+    """An on_error for the walks: a dir that cannot be listed is a problem to report."""
+
+    def on_error(path: str, exc: OSError) -> None:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # not just gone meanwhile
+            report.problems.append(Problem(UNREADABLE, Path(path), f"cannot list: {exc.strerror}"))
+
+    return on_error
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
+    fd = open_regular(str(path))
+    if fd is None:
+        raise OSError(errno.EINVAL, "not a regular file (anymore)", str(path))
     digest = hashlib.sha256()
     buf = bytearray(READ_SIZE)
     view = memoryview(buf)
     size = 0
-    with open(path, "rb", buffering=0) as f:
+    with open(fd, "rb", buffering=0) as f:
         while n := f.readinto(buf):
             digest.update(view[:n])
             size += n
@@ -170,16 +193,23 @@ def _hash_file(path: Path) -> tuple[int, str]:
 
 def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Problem | None]:
     path, sha, size = item
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0, None  # garbage-collected while we walked: not a problem
+    except OSError as exc:
+        return 0, Problem(UNREADABLE, path, f"cannot read: {exc.strerror or exc}")
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        return 0, Problem(NOT_REGULAR, path, f"{_kind(st.st_mode)} in the store; not opened")
     if sha is None or size is None:
         return 0, Problem(STRAY_FILE, path, "not a {sha[:2]}/{sha[2:]}/{size}.blob file")
     # Size first: cheap, and a wrong size is reported precisely even if huge.
+    if st.st_size != size:
+        return 0, Problem(BAD_SIZE, path, f"size is {st.st_size}, name says {size}")
     try:
-        actual_size = path.stat().st_size
-        if actual_size != size:
-            return 0, Problem(BAD_SIZE, path, f"size is {actual_size}, name says {size}")
         hashed, digest = _hash_file(path)
     except FileNotFoundError:
-        return 0, None  # garbage-collected while we walked: not a problem
+        return 0, None
     except OSError as exc:
         return 0, Problem(UNREADABLE, path, f"cannot read: {exc.strerror or exc}")
     if hashed != size:
@@ -187,6 +217,18 @@ def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Proble
     if digest != sha:
         return hashed, Problem(BAD_CHECKSUM, path, f"sha256 is {digest}")
     return hashed, None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    return "not a regular file"
 
 
 def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
@@ -203,7 +245,7 @@ def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsck-hash") as pool:
         # A bounded window instead of pool.map, which would queue every blob of a
         # million-blob store at once; results stay in walk order (deterministic report).
-        for item in _iter_stored(stored):
+        for item in _iter_stored(stored, report):
             in_flight.append(pool.submit(_verify_blob, item))
             if len(in_flight) >= workers * 4:
                 collect(in_flight.popleft())
@@ -214,82 +256,39 @@ def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
 # -- temp files ----------------------------------------------------------------
 
 
-def temp_is_live(path: Path) -> bool:
-    """True when an upload holds the flock on this temp file right now."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        raise
-    finally:
-        os.close(fd)  # closing releases our lock, if we got it
-    return False
-
-
-def remove_stale_temps(uploading: Path, *, stale_after: float = STALE_TEMP_AGE) -> list[Path]:
-    """Remove temp files in `uploading/` no live upload owns; return what was removed.
-
-    The lock is held while unlinking, so a live uploader can never lose its file.
-    """
-    removed: list[Path] = []
-    for path in _iter_temps(uploading):
-        if _remove_if_stale(path, stale_after):
-            removed.append(path)
-    _prune_empty_dirs(uploading)
-    return removed
-
-
 def _iter_temps(uploading: Path) -> Iterable[Path]:
     if not uploading.is_dir():
         return []
     paths = []
-    for dirpath, _dirnames, filenames in os.walk(uploading):
-        paths.extend(Path(dirpath, name) for name in filenames)
+    for dirpath, entries in walk(str(uploading)):
+        paths.extend(Path(dirpath, e.name) for e in entries if not e.is_dir(follow_symlinks=False))
     return sorted(paths)
-
-
-def _remove_if_stale(path: Path, stale_after: float) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        # A symlink (O_NOFOLLOW) has no business here either; unlink it, never follow.
-        if path.is_symlink():
-            path.unlink(missing_ok=True)
-            return True
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # a live upload owns it
-        age = time.time() - os.fstat(fd).st_mtime
-        if age < stale_after:
-            return False
-        path.unlink(missing_ok=True)
-        return True
-    finally:
-        os.close(fd)
 
 
 def _check_temps(uploading: Path, report: FsckReport, *, repair: bool, stale_after: float) -> None:
     for path in _iter_temps(uploading):
-        if temp_is_live(path):
-            report.live_temps += 1
-            continue
         try:
-            age = time.time() - path.lstat().st_mtime
+            st = path.lstat()
         except FileNotFoundError:
             continue  # its upload just finished
-        if age < stale_after:
-            report.live_temps += 1  # too young to judge; its uploader may be starting
+        if not stat.S_ISREG(st.st_mode):
+            problem = Problem(NOT_REGULAR, path, f"{_kind(st.st_mode)} among upload temps")
+            if repair:
+                try:
+                    path.unlink()  # never opened; a FIFO or link holds no data
+                    problem.repaired, problem.action = True, "removed"
+                except OSError as exc:
+                    problem.action = f"could not remove: {exc.strerror or exc}"
+            report.problems.append(problem)
             continue
+        if temp_is_live(str(path)):
+            report.live_temps += 1
+            continue
+        age = time.time() - st.st_mtime
+        if age < stale_after:
+            continue  # unlocked but young: its uploader may be about to lock it
         problem = Problem(STALE_TEMP, path, f"temp file no upload owns, {age:.0f} s old")
-        if repair and _remove_if_stale(path, stale_after):
+        if repair and remove_temp_if_stale(str(path), time.time() - stale_after):
             problem.repaired, problem.action = True, "removed"
         report.problems.append(problem)
     if repair:
@@ -300,12 +299,11 @@ def _prune_empty_dirs(root: Path) -> None:
     """Remove empty directories below `root` (not root itself); races are harmless."""
     if not root.is_dir():
         return
-    for dirpath, _dirnames, _filenames in os.walk(root, topdown=False):
-        if Path(dirpath) != root:
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass  # not empty, or an uploader just created something in it
+    for directory in dirs_bottom_up(str(root)):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # not empty, or an uploader just created something in it
 
 
 # -- links ---------------------------------------------------------------------
@@ -316,14 +314,12 @@ def _check_links(roots: Sequence[Path], stored: Path, report: FsckReport) -> Non
     for root in roots:
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            # os.walk does not descend into symlinked dirs; check them as links.
-            for name in [*dirnames, *filenames]:
-                path = Path(dirpath, name)
-                if not path.is_symlink():
+        for _dirpath, entries in walk(str(root), _reporter(report)):
+            for entry in entries:
+                if not entry.is_symlink():
                     continue
                 report.links_checked += 1
-                problem = _check_link(path, stored_real)
+                problem = _check_link(Path(entry.path), stored_real)
                 if problem is not None:
                     report.problems.append(problem)
 
@@ -349,7 +345,12 @@ def _check_link(path: Path, stored_real: str) -> Problem | None:
 def _quarantine(store: Path, report: FsckReport) -> None:
     """Move bad and stray blobs aside, keeping their path under stored/."""
     stored = store / "stored"
-    to_move = [p for p in report.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, STRAY_FILE)]
+    to_move = [
+        p
+        for p in report.problems
+        if p.kind in (BAD_SIZE, BAD_CHECKSUM, STRAY_FILE, NOT_REGULAR)
+        and p.path.is_relative_to(stored)
+    ]
     if not to_move:
         return
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -36,7 +36,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from .checkout import TEMP_PREFIX
 from .filestore import STALE_TEMP_AGE, FileStore
+from .fstree import remove_tree
 from .locking import StorageLock
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class GarbageCollector:
 
         if not dry_run:
             for path in stale_checkout_temps:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
                 stats.dirs_removed += 1
             stats.temps_removed += len(self.store.remove_stale_temps(STALE_TEMP_AGE))
             stats.dirs_removed += self._remove_empty_dirs(dir_counts)

@@ -18,6 +18,12 @@ _FORBIDDEN = re.compile(r"[\\?*:;{}\x00-\x1f\x7f]")
 _MAX_COMPONENT_BYTES = 255
 # Flamenco (Go) carries sizes as int64; anything larger cannot come from a real client.
 MAX_SIZE = 2**63 - 1
+# Directory levels of a checkout path and a file path together. Far beyond any real
+# project, and low enough that a checkout's relative link targets ("../" per level)
+# stay well inside the OS limit below.
+MAX_DEPTH = 256
+# Longest path (and symlink target) the OS takes, in bytes: Linux PATH_MAX less its NUL.
+MAX_PATH_BYTES = 4095
 
 
 def validate_checksum(value: object, field: str = "sha") -> str:
@@ -74,6 +80,23 @@ def validate_path(value: object, field: str = "path") -> str:
     ):
         raise InvalidPath(f"{field}: a component is longer than 255 bytes in {value!r:.200}")
     return value
+
+
+def check_depth(levels: int, value: str, field: str) -> None:
+    """Refuse `value` if it lies `levels` path components deep, more than MAX_DEPTH."""
+    if levels > MAX_DEPTH:
+        raise InvalidPath(
+            f"{field}: {levels} levels deep (with the checkout path), more than {MAX_DEPTH}: "
+            f"{value!r:.200}"
+        )
+
+
+def check_path_bytes(length: int, what: str, field: str) -> None:
+    """Refuse a path or link target of `length` bytes the OS cannot hold."""
+    if length > MAX_PATH_BYTES:
+        raise InvalidPath(
+            f"{field}: {what} would be {length} bytes, more than the OS takes ({MAX_PATH_BYTES})"
+        )
 
 
 def validate_checkout_path(value: object, field: str = "checkoutPath") -> str:

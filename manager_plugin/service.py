@@ -8,16 +8,28 @@ Shaman in another manager). Everything here is blocking filesystem work except
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from .checkout import CheckoutBuilder
 from .config import Config
+from .errors import InvalidPath
 from .filestore import FileStore
 from .gc import GarbageCollector, SweepStats
 from .locking import StorageLock
 from .models import FileSpec, FileStatus
+from .paths import validate_checkout_path
+from .portable import portability_problems, summary
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckoutResult:
+    """A checkout made: its path relative to jobs/, and what the artist should know."""
+
+    path: str
+    warnings: list[str] = field(default_factory=list)
 
 
 class ShamanService:
@@ -59,6 +71,38 @@ class ShamanService:
             for spec, status in zip(first.values(), statuses, strict=True)
             if status != "stored"
         ]
+
+    def create_checkout(self, checkout_path: str, files: Sequence[FileSpec]) -> CheckoutResult:
+        """Build a checkout under the `portableNames` policy (see `_portable_names`)."""
+        warnings = self._portable_names(checkout_path, files)
+        return CheckoutResult(self.checkouts.create(checkout_path, files), warnings)
+
+    def _portable_names(self, checkout_path: str, files: Sequence[FileSpec]) -> list[str]:
+        """Names Windows/macOS workers cannot hold: with `refuse` an InvalidPath (400)
+        naming the first, with `warn` the list (for the answer, and logged), else []."""
+        mode = self.config.portable_names
+        if mode == "off":
+            return []
+        checkout_path = validate_checkout_path(checkout_path)
+        problems = portability_problems(
+            checkout_path, [spec.path for spec in files if isinstance(spec.path, str)]
+        )
+        if not problems:
+            return []
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        if mode == "refuse":
+            raise InvalidPath(
+                f"files: not portable to Windows/macOS workers (shaman.portableNames is "
+                f"refuse): {problems[0]}{more}"
+            )
+        log.warning(
+            "checkout %s: %d names are not portable to Windows/macOS workers: %s%s",
+            checkout_path,
+            len(problems),
+            problems[0],
+            more,
+        )
+        return summary(problems)
 
     def collect_garbage(self, dry_run: bool = False) -> SweepStats:
         return self.gc.sweep(dry_run=dry_run)

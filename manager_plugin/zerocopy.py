@@ -34,7 +34,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from .errors import BodyTimeout
+from .bodypace import BodyPace
+from .errors import BodyTimeout, ClientDisconnected
 
 T = TypeVar("T")
 
@@ -51,6 +52,8 @@ _SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 class SocketSource(Protocol):
     """A request body that can be read from its socket directly."""
+
+    pace: BodyPace | None  # the slowest the body may arrive (None: no floor)
 
     def take(self) -> tuple[int, bytes]:
         """Take the socket over (on the event loop): (a dup of the socket's fd, which the
@@ -88,6 +91,7 @@ class SpliceJob:
         timeout: float,
         pool: concurrent.futures.Executor,
         on_batch: Callable[[int], bool] | None = None,
+        pace: BodyPace | None = None,
     ) -> None:
         self.sock = sock
         self.fd = fd
@@ -98,14 +102,16 @@ class SpliceJob:
         self.timeout = timeout
         self.pool = pool
         self.on_batch = on_batch
+        self.pace = pace
         self.consumed = 0
         self.stop = threading.Event()  # set from outside: stop at once (Stopped)
 
     def run(self) -> int:
-        """Returns the number of body bytes received: less than `size` if the client
-        ended the body early. Raises BodyTimeout when no data came for `timeout` seconds,
-        Stopped when `stop` is set or `on_batch(fd)` returned True (the blob exists),
-        OSError on socket or disk errors (ENOSPC included)."""
+        """Returns the number of body bytes received (`size`). Raises ClientDisconnected
+        when the client ended the connection before, BodyTimeout when no data came for
+        `timeout` seconds or the body is slower than `pace` allows, Stopped when `stop`
+        is set or `on_batch(fd)` returned True (the blob exists), OSError on socket or
+        disk errors (ENOSPC included)."""
         try:
             return self._run()
         finally:
@@ -144,12 +150,14 @@ class SpliceJob:
                     if left <= 0:
                         message = f"no body data for {self.timeout:g} s; upload aborted"
                         raise BodyTimeout(message) from None
+                    if self.pace is not None and self.pace.missed(self.consumed):
+                        raise self.pace.too_slow(self.consumed) from None
                     poller.poll(min(left, _POLL_SLICE) * 1000)
                     continue
                 except ConnectionResetError:
-                    break  # like a closed connection: the body is short
+                    raise ClientDisconnected(self.consumed, size) from None
                 if moved == 0:
-                    break  # the client closed the connection
+                    raise ClientDisconnected(self.consumed, size)
                 self.consumed += moved
                 last_data = time.monotonic()
                 while moved:

@@ -49,6 +49,7 @@ class ManagerProcess:
     gc_period: str = "0"
     gc_max_age: str = "744h"
     extra_config: dict[str, object] = field(default_factory=dict)
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec (rlimits)
     proc: subprocess.Popen[str] | None = None
     url: str = ""
     lines: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ class ManagerProcess:
                 encoding="utf-8",
                 errors="replace",
                 env=env,
+                preexec_fn=self.preexec_fn,
             )
             url_found = threading.Event()
             self._readers = [

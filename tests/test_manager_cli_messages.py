@@ -83,7 +83,7 @@ def test_a_yaml_syntax_error_shows_the_blamed_line_and_the_one_before(tmp_path):
 
 def test_typos_under_shaman_and_at_the_top_level_are_warned_with_their_line(tmp_path):
     storage = tmp_path / "storage"
-    storage.mkdir()
+    (storage / "jobs").mkdir(parents=True)  # as the server leaves every storage
     config = write(
         tmp_path / "flamenco-manager.yaml",
         f"""shared_storage_path: {storage}
@@ -121,7 +121,7 @@ shaman:
 
 def test_flamencos_own_config_is_accepted_without_warnings(tmp_path):
     storage = tmp_path / "storage"
-    storage.mkdir()
+    (storage / "jobs").mkdir(parents=True)  # as the server leaves every storage
     config = write(
         tmp_path / "flamenco-manager.yaml",
         f"""_meta:
@@ -160,7 +160,7 @@ variables:
 
 def test_gc_dry_run_says_would_remove(tmp_path):
     storage = tmp_path / "storage"
-    storage.mkdir()
+    (storage / "jobs").mkdir(parents=True)  # as the server leaves every storage
     run = manager_cmd("gc", "--dry-run", "--storage", storage, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == (

@@ -78,13 +78,18 @@ def test_same_sha_with_other_size_is_a_different_file(store):
     assert store.status(sha, size + 1) == "unknown"
 
 
-def test_temp_file_of_another_process_means_uploading(store):
+def test_temp_file_locked_by_another_process_means_uploading(store):
     sha, size = ident(b"elsewhere")
     temp = store.uploading_dir / sha[:2] / sha[2:] / f"{size}-otherproc.tmp"
     temp.parent.mkdir(parents=True)
     temp.write_bytes(b"else")
-    assert store.status(sha, size) == "uploading"
-    assert store.status(sha, size + 1) == "unknown"
+    with open(temp, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # its upload is alive
+        assert store.status(sha, size) == "uploading"
+        assert store.status(sha, size + 1) == "unknown"
+    # Nobody holds it (its manager crashed): not an upload in progress, however young.
+    assert store.status(sha, size) == "unknown"
+    assert store.peek_status(sha, size) == "unknown"
 
 
 def test_can_defer_upload_is_told_to_defer_when_another_process_uploads(store):
@@ -179,8 +184,11 @@ def test_statuses_of_many_files_match_single_status(store):
     temp.parent.mkdir(parents=True)
     temp.write_bytes(b"else")
     keys = [ident(stored), (sha, size), (sha, size + 1), ident(b"never seen")]
-    assert store.statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
-    assert store.statuses(keys) == [store.status(*key) for key in keys]
+    with open(temp, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert store.statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
+        assert store.statuses(keys) == [store.status(*key) for key in keys]
+    assert store.statuses(keys) == ["stored", "unknown", "unknown", "unknown"]
 
 
 # ---- small files committed whole (batch uploads) ------------------------------------

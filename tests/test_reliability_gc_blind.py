@@ -261,6 +261,26 @@ def test_an_unreadable_store_dir_only_keeps_its_own_blobs(farm, monkeypatch, cap
     assert any(str(hidden_dir) in r.getMessage() for r in caplog.records)
 
 
+def test_a_storage_lock_that_cannot_be_taken_to_delete_stops_the_sweep(farm, monkeypatch):
+    """Out of descriptors just when a batch is to be deleted: the batch is not touched,
+    the sweep ends early, counted and without an exception."""
+    gc = farm.collector()
+    real = gc.lock.exclusive
+    calls = []
+
+    def exclusive():  # the first is the start barrier, the second a batch's
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.EMFILE, "Too many open files", str(gc.lock.path))
+        return real()
+
+    monkeypatch.setattr(gc.lock, "exclusive", exclusive)
+    stats = gc.sweep()
+    assert stats.aborted and stats.deleted == []
+    assert "Too many open files" in stats.walk_errors[0]
+    farm.assert_nothing_deleted()
+
+
 def test_the_periodic_gc_of_the_server_keeps_blobs_it_could_not_check(
     manager_factory, tmp_path, caplog
 ):

@@ -1,4 +1,8 @@
-"""Access logging: one line per request (never the Authorization header)."""
+"""Access logging: one line per request (never the Authorization header).
+
+Everything the client chose (method, path, file name) is escaped by `loggable`, so a
+request can never write a line of its own into the log.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ import time
 
 from aiohttp import web
 
+from ..errors import ClientDisconnected
+from .logtext import loggable
+
 access_log = logging.getLogger("manager_plugin.http.access")
 
 # A handler may store more for its log line here (e.g. a batch's record count).
 LOG_EXTRA: web.RequestKey[str] = web.RequestKey("shaman_log_extra", str)
+# Body bytes received, when not all of them went through aiohttp (a spliced upload).
+BODY_BYTES: web.RequestKey[int] = web.RequestKey("shaman_body_bytes", int)
 
 
 @web.middleware
@@ -25,18 +34,24 @@ async def access_log_middleware(
         status = response.status
         if isinstance(response, web.Response):
             sent = response.content_length or 0
+        else:  # streamed, so sent already
+            sent = response.body_length
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
         original = request.headers.get("X-Shaman-Original-Filename")
-        extra = f" file={original!r}" if original else ""
+        extra = f" file={loggable(original)}" if original else ""
         extra += request.get(LOG_EXTRA, "")
+        received = request.get(BODY_BYTES, request.content.total_bytes)
+        if status == ClientDisconnected.status:
+            of = f" of {request.content_length}" if request.content_length is not None else ""
+            extra += f" client disconnected after {received}{of} body bytes"
         access_log.info(
             "%s %s %d in=%d out=%d %.1fms%s",
-            request.method,
-            request.path,
+            loggable(request.method),
+            loggable(request.path),
             status,
-            request.content.total_bytes,
+            received,
             sent,
             elapsed_ms,
             extra,

@@ -18,6 +18,7 @@ from ..service import ShamanService
 from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
 from .batch import setup_batch_routes
+from .bigbodies import add_body_slots
 from .errors import error_middleware
 from .legacy import setup_legacy_routes
 from .openapi import add_openapi_route
@@ -46,6 +47,7 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
         middlewares=[access_log_middleware, error_middleware, guard_middleware_for(SERVICE)],
     )
     app[SERVICE] = service
+    add_body_slots(app)
     for setup in ROUTE_SETS:
         setup(app, service)
     add_openapi_route(app)

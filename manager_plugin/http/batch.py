@@ -12,6 +12,7 @@ from aiohttp import web
 from ..batchupload import BatchReceiver
 from ..service import ShamanService
 from .accesslog import LOG_EXTRA
+from .bodies import body_pace, refuse_encoded_body
 
 BATCH_UPLOAD_PATH = "/api/v3/shaman/batch-upload"
 BATCH_CONTENT_TYPE = "application/x-shaman-batch"
@@ -21,8 +22,12 @@ def setup_batch_routes(app: web.Application, service: ShamanService) -> None:
     """Register the batch upload route on `app`, serving from `service`."""
 
     async def batch_upload(request: web.Request) -> web.Response:
+        refuse_encoded_body(request)
         receiver = BatchReceiver(
-            service.store, request.content.read, service.config.body_read_timeout
+            service.store,
+            request.content.read,
+            service.config.body_read_timeout,
+            body_pace(service.config),
         )
         try:
             files = await receiver.run()

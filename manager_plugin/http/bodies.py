@@ -1,4 +1,5 @@
-"""Reading request bodies: bounded JSON, parsed into core types with field-naming errors."""
+"""Reading request bodies: bounded in size and pace, parsed into core types with
+field-naming errors; upload bodies handed to the store as they arrive."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 
-from ..errors import BodyTimeout, InvalidRequest
+from ..bodypace import BodyPace
+from ..config import Config
+from ..errors import BodyTimeout, ClientDisconnected, InvalidRequest, UnsupportedEncoding
 from ..filestore import Reader
 from ..models import FileSpec
 from ..paths import validate_checksum, validate_size
 from ..zerocopy import AVAILABLE as SPLICE_AVAILABLE
 from ..zerocopy import drain, start_thread
+from .accesslog import BODY_BYTES
+from .logtext import loggable
 
 # Bodies at least this big are spliced from the socket (manager_plugin.zerocopy). Such a
 # request's connection is closed after the answer (aiohttp's parser still expects the
@@ -24,10 +29,31 @@ SPLICE_MIN_SIZE = 16 * 1024 * 1024
 TRUE_VALUES = frozenset({"true", "True", "TRUE", "1"})
 
 
-async def read_body(request: web.Request, timeout: float | None = None) -> bytes:
-    """The whole (small) body: at most client_max_size bytes (413), and no read may
-    wait longer than `timeout` seconds (408), so a stalled client cannot hold a
-    connection forever."""
+def refuse_encoded_body(request: web.Request) -> None:
+    """Raise UnsupportedEncoding (415) unless the body is sent as is. The server never
+    decompresses (the runner is made with auto_decompress=False): an upload is stored as
+    the bytes sent, and inflating would let a small request become a huge blob or body."""
+    for value in request.headers.getall("Content-Encoding", ()):
+        for coding in value.split(","):
+            if coding.strip().lower() not in ("", "identity"):
+                raise UnsupportedEncoding(
+                    f"Content-Encoding {loggable(coding.strip(), 40)!r} is not accepted: "
+                    "request bodies are taken as sent; send them uncompressed"
+                )
+
+
+def body_pace(config: Config) -> BodyPace:
+    """The rate floor of one request body, starting now."""
+    return BodyPace(config.body_min_rate, config.body_read_timeout)
+
+
+async def read_body(
+    request: web.Request, timeout: float | None = None, pace: BodyPace | None = None
+) -> bytes:
+    """The whole (small) body: at most client_max_size bytes (413), no read may
+    wait longer than `timeout` seconds and the body may not arrive slower than `pace`
+    allows (408), so a stalled or trickling client cannot hold a connection forever."""
+    refuse_encoded_body(request)
     limit = request.client_max_size
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -36,13 +62,16 @@ async def read_body(request: web.Request, timeout: float | None = None) -> bytes
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
     body = bytearray()
     while True:
+        wait = timeout if pace is None else pace.wait_limit(len(body), timeout)
         try:
-            chunk = await asyncio.wait_for(request.content.readany(), timeout)
+            chunk = await asyncio.wait_for(request.content.readany(), wait)
         except TimeoutError:
+            if pace is not None and pace.missed(len(body)):
+                raise pace.too_slow(len(body)) from None
             raise BodyTimeout(f"body: no data for {timeout:g} s; request aborted") from None
-        except ConnectionResetError:
+        except ConnectionError:
             # The client is gone; this answer is never read, but it is not a server error.
-            raise InvalidRequest("body: client disconnected before sending all of it") from None
+            raise ClientDisconnected(len(body), declared) from None
         if not chunk:
             return bytes(body)
         body += chunk
@@ -50,16 +79,38 @@ async def read_body(request: web.Request, timeout: float | None = None) -> bytes
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
 
 
-async def read_json_object(request: web.Request, timeout: float | None = None) -> dict[str, Any]:
-    """The body as a JSON object, read by `read_body` (413 when too big, 408 when stalled)."""
-    raw = await read_body(request, timeout)
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """`raw` as a JSON object; InvalidRequest (400) for anything else.
+
+    Objects that are valid files ({"sha", "size", "path"} and nothing else) become
+    FileSpecs as they are parsed, which `parse_file_list` takes as they are: a dict per
+    file would triple the memory a big file list takes while it is being parsed. The
+    hook (Python code) also lets other threads, the event loop among them, take turns
+    during a long parse; the C parser alone would hold the GIL throughout.
+    """
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_hook=_file_spec_or_object)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body: invalid JSON: nested too deeply") from None
+    if isinstance(data, FileSpec):  # the whole body is one file, not a request
+        data = {"sha": data.sha, "size": data.size, "path": data.path}
     if not isinstance(data, dict):
         raise InvalidRequest(f"body: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _file_spec_or_object(obj: dict[str, Any]) -> FileSpec | dict[str, Any]:
+    if len(obj) != 3:
+        return obj
+    path = obj.get("path")
+    if not isinstance(path, str):
+        return obj
+    try:
+        return FileSpec(validate_checksum(obj.get("sha")), validate_size(obj.get("size")), path)
+    except InvalidRequest:
+        return obj  # parse_file_list names what is wrong with it, and where
 
 
 def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
@@ -70,6 +121,9 @@ def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
         raise InvalidRequest(f"{key}: expected a list of files, got {got}")
     specs: list[FileSpec] = []
     for index, item in enumerate(items):
+        if isinstance(item, FileSpec):
+            specs.append(item)
+            continue
         field = f"{key}[{index}]"
         if not isinstance(item, dict):
             raise InvalidRequest(f"{field}: expected an object with sha, size and path")
@@ -86,21 +140,37 @@ def header_is_true(request: web.Request, name: str) -> bool:
     return request.headers.get(name, "").strip() in TRUE_VALUES
 
 
-def whole_chunks(content: StreamReader) -> Reader:
+def whole_chunks(
+    content: StreamReader, pace: BodyPace | None = None, declared: int | None = None
+) -> Reader:
     """`read(n)` over a request body that hands out the received chunks as they are.
 
     StreamReader.read(n) joins all buffered chunks into a new bytes object: a copy of
     every byte on the event loop. readchunk() gives one chunk without copying; only a
-    chunk longer than n (at the declared size's end) is split.
+    chunk longer than n (at the declared size's end) is split. A body slower than
+    `pace` raises BodyTimeout; a client gone before the end (of `declared` bytes),
+    ClientDisconnected.
     """
     rest = b""
+
+    async def next_chunk() -> tuple[bytes, bool]:
+        if pace is None:
+            return await content.readchunk()
+        try:
+            async with asyncio.timeout(pace.wait_limit(content.total_bytes, None)):
+                return await content.readchunk()
+        except TimeoutError:
+            raise pace.too_slow(content.total_bytes) from None
 
     async def read(n: int) -> bytes:
         nonlocal rest
         if not rest:
             content.set_read_chunk_size(n)  # let the socket fill up to 2n, as read(n) does
             while True:
-                data, end_of_http_chunk = await content.readchunk()
+                try:
+                    data, end_of_http_chunk = await next_chunk()
+                except ConnectionError:
+                    raise ClientDisconnected(content.total_bytes, declared) from None
                 # (b"", False) is the end of the body; a request without one has an
                 # EmptyStreamReader that answers (b"", True) forever.
                 if data or not end_of_http_chunk or content.at_eof():
@@ -118,9 +188,13 @@ def whole_chunks(content: StreamReader) -> Reader:
 class _TakenSocket:
     """The rest of a request body, read from its socket instead of through aiohttp."""
 
-    def __init__(self, request: web.Request, sock_fd: int) -> None:
+    def __init__(
+        self, request: web.Request, sock_fd: int, size: int, pace: BodyPace | None
+    ) -> None:
         self._request = request
         self._sock_fd = sock_fd
+        self._size = size
+        self.pace = pace
         self.taken = False
         self._dup = -1  # our own fd of the socket, for reading the rest of the body
         self._unread = 0
@@ -156,6 +230,7 @@ class _TakenSocket:
 
     def set_unread(self, unread: int) -> None:
         self._unread = unread
+        self._request[BODY_BYTES] = self._size - unread
 
     async def answer(self, request: web.Request, response: web.Response) -> web.Response:
         """`response`, the last on this connection; sent right away when part of the
@@ -180,6 +255,8 @@ class _TakenSocket:
         try:
             await response.prepare(request)
             await response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone (that may be why the body is short): nobody to answer
         finally:
             await asyncio.wrap_future(draining)
         return response
@@ -191,7 +268,9 @@ class _TakenSocket:
             os.close(sock)
 
 
-def socket_source(request: web.Request, size: int) -> _TakenSocket | None:
+def socket_source(
+    request: web.Request, size: int, pace: BodyPace | None = None
+) -> _TakenSocket | None:
     """A SocketSource for an upload body of exactly `size` bytes, or None if the body
     must go through aiohttp (small, chunked, encoded, TLS, not Linux, ...)."""
     if not SPLICE_AVAILABLE or size < SPLICE_MIN_SIZE:
@@ -214,4 +293,4 @@ def socket_source(request: web.Request, size: int) -> _TakenSocket | None:
         return None
     if fileno < 0 or request.content.exception() is not None:
         return None
-    return _TakenSocket(request, fileno)
+    return _TakenSocket(request, fileno, size, pace)

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from ..errors import ShamanError
+from .logtext import loggable
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +42,5 @@ async def error_middleware(request: web.Request, handler: web.RequestHandler) ->
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return error_response(exc.status, message or exc.reason, headers)
     except Exception:
-        log.exception("internal error in %s %s", request.method, request.path)
+        log.exception("internal error in %s %s", loggable(request.method), loggable(request.path))
         return error_response(500, "internal server error; see the server log")

@@ -45,7 +45,9 @@ from ..models import FileSpec, FileStatus
 from ..paths import parse_size, validate_checksum, validate_path
 from ..service import ShamanService
 from .auth import ensure_access, public
-from .bodies import header_is_true, read_body, whole_chunks
+from .bigbodies import in_slot, is_large
+from .bodies import body_pace, header_is_true, read_body, refuse_encoded_body, whole_chunks
+from .logtext import loggable
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,9 @@ async def _create_checkout(service: ShamanService, checkout_id: str, specs: list
     deadline = loop.time() + UPLOADS_WAIT_SECONDS
     while True:
         try:
-            return await asyncio.to_thread(service.checkouts.create, checkout_id, specs)
+            # The text answer has no room for warnings: they reach the server log.
+            made = await asyncio.to_thread(service.create_checkout, checkout_id, specs)
+            return made.path
         except MissingFiles as exc:
             missing = {(m.sha, m.size) for m in exc.missing if isinstance(m, FileSpec)}
             waited = False
@@ -168,7 +172,7 @@ async def _create_checkout(service: ShamanService, checkout_id: str, specs: list
                 if not waited:
                     log.info(
                         "checkout %s waits for %d files still being uploaded",
-                        checkout_id,
+                        loggable(checkout_id),
                         len(busy),
                     )
                     waited = True
@@ -197,22 +201,30 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         return web.Response(text=DUMMY_TOKEN)
 
     async def requirements(request: web.Request) -> web.Response:
-        body = await read_body(request, service.config.body_read_timeout)
-        _, specs = await asyncio.to_thread(_entries_to_specs, body)
-        answer = await asyncio.to_thread(service.requirements, specs)
-        text = format_answer((_ANSWER_WORDS[status], spec.path) for spec, status in answer)
-        return web.Response(text=text)
+        config = service.config
+        body = await read_body(request, config.body_read_timeout, body_pace(config))
+
+        def answer() -> str:
+            _, specs = _entries_to_specs(body)
+            statuses = service.requirements(specs)
+            return format_answer((_ANSWER_WORDS[status], spec.path) for spec, status in statuses)
+
+        if is_large(body):
+            return web.Response(text=await in_slot(request, answer))
+        return web.Response(text=await asyncio.to_thread(answer))
 
     async def upload(request: web.Request) -> web.Response:
         sha = validate_checksum(request.match_info["checksum"], "checksum")
         size = parse_size(request.match_info["filesize"], "filesize")
         can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
-        path = _original_filename(request)
+        path = loggable(_original_filename(request))
         extra = {"shaman_path": path}
         try:
-            await service.store.receive(
-                sha, size, whole_chunks(request.content), can_defer=can_defer
+            refuse_encoded_body(request)
+            reader = whole_chunks(
+                request.content, body_pace(service.config), request.content_length
             )
+            await service.store.receive(sha, size, reader, can_defer=can_defer)
         except ShamanError as exc:
             log.info("upload %s %s/%d: %s", path, sha, size, exc.message, extra=extra)
             raise
@@ -221,8 +233,12 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
 
     async def create_checkout(request: web.Request) -> web.Response:
         checkout_id = request.match_info["checkout_id"]
-        body = await read_body(request, service.config.body_read_timeout)
-        entries, specs = await asyncio.to_thread(_entries_to_specs, body)
+        config = service.config
+        body = await read_body(request, config.body_read_timeout, body_pace(config))
+        if is_large(body):
+            entries, specs = await in_slot(request, lambda: _entries_to_specs(body))
+        else:
+            entries, specs = await asyncio.to_thread(_entries_to_specs, body)
         try:
             used = await _create_checkout(service, checkout_id, specs)
         except InvalidRequest as exc:

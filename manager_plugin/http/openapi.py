@@ -53,13 +53,20 @@ _SHAMAN_COMMON: dict[str, dict[str, Any]] = {
         "The server has `shaman.token` set and the request lacks "
         "`Authorization: Bearer <token>` or carries a wrong one."
     ),
-    "503": _error("Shaman is disabled in the Manager's configuration."),
+    "503": _error(
+        "Shaman is disabled in the Manager's configuration, or the server is at its "
+        "connection cap with every connection busy (then with `Retry-After`)."
+    ),
 }
 
 _JSON_BODY_ERRORS: dict[str, dict[str, Any]] = {
     "400": _error("Malformed JSON, or a field of the wrong type; the message names the field."),
-    "408": _error("The request body stalled longer than the server's read timeout."),
+    "408": _error(
+        "The request body stalled longer than the server's read timeout, or arrived "
+        "slower than its minimum rate."
+    ),
     "413": _error("The request body is larger than the server accepts."),
+    "415": _error("The body has a Content-Encoding other than identity; send it as is."),
 }
 
 _SECURITY: list[dict[str, list[str]]] = [{}, {"shamanToken": []}]
@@ -158,7 +165,18 @@ _SCHEMAS: dict[str, Any] = {
     "ShamanCheckoutResult": {
         "type": "object",
         "required": ["checkoutPath"],
-        "properties": {"checkoutPath": {"type": "string"}},
+        "properties": {
+            "checkoutPath": {"type": "string"},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "Only when there is something to say: names in the checkout that "
+                    "Windows or macOS workers cannot hold as given (shaman.portableNames: "
+                    "warn), one line each."
+                ),
+            },
+        },
     },
     "ShamanBatchUploadResult": {
         "type": "object",
@@ -311,7 +329,13 @@ _PATHS: dict[str, Any] = {
                     "204": {"description": "Received, verified and stored."},
                     "208": {"description": "Already stored (maybe by a concurrent upload)."},
                     "400": _error("The checksum or size in the URL is malformed."),
-                    "408": _error("The body stalled longer than the server's read timeout."),
+                    "408": _error(
+                        "The body stalled longer than the server's read timeout, or "
+                        "arrived slower than its minimum rate."
+                    ),
+                    "415": _error(
+                        "Content-Encoding other than identity: bodies are stored as sent."
+                    ),
                     "411": _error("The request has no Content-Length and is not chunked."),
                     "413": _error("The declared size is larger than the server accepts."),
                     "417": _error(
@@ -355,7 +379,13 @@ _PATHS: dict[str, Any] = {
                         "A malformed stream: a bad header line, a truncated record, a record "
                         "over 4 MiB or more than 10,000 records; the message names the record."
                     ),
-                    "408": _error("The body stalled longer than the server's read timeout."),
+                    "408": _error(
+                        "The body stalled longer than the server's read timeout, or "
+                        "arrived slower than its minimum rate."
+                    ),
+                    "415": _error(
+                        "Content-Encoding other than identity: bodies are stored as sent."
+                    ),
                     "411": _error("The request has no Content-Length and is not chunked."),
                     "507": _error("The storage is full; the current group was not stored."),
                 },

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import AlreadyStored, InvalidRequest, ShamanError
+from ..models import FileSpec
 from ..paths import parse_size, validate_checksum
 from ..service import ShamanService
 from .auth import public
+from .bigbodies import in_slot, is_large, requirements_pieces, stream_json
 from .bodies import (
+    body_pace,
+    decode_json_object,
     header_is_true,
     parse_file_list,
-    read_json_object,
+    read_body,
+    refuse_encoded_body,
     socket_source,
     whole_chunks,
 )
@@ -22,6 +28,11 @@ from .errors import response_for
 API = "/api/v3"
 FLAMENCO_COMPAT_VERSION = "3.6"
 SERVER_NAME = "Shaman for Flamenco (Python)"
+
+
+def _checkout_request(raw: bytes) -> tuple[dict[str, Any], list[FileSpec]]:
+    data = decode_json_object(raw)
+    return data, parse_file_list(data)
 
 
 def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
@@ -48,9 +59,16 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
             }
         )
 
-    async def requirements(request: web.Request) -> web.Response:
-        timeout = service.config.body_read_timeout
-        files = parse_file_list(await read_json_object(request, timeout))
+    async def requirements(request: web.Request) -> web.StreamResponse:
+        config = service.config
+        raw = await read_body(request, config.body_read_timeout, body_pace(config))
+        if is_large(raw):
+            answer = await in_slot(
+                request, lambda: service.requirements(parse_file_list(decode_json_object(raw)))
+            )
+            del raw
+            return await stream_json(request, requirements_pieces(answer), config.body_read_timeout)
+        files = parse_file_list(decode_json_object(raw))
         answer = await asyncio.to_thread(service.requirements, files)
         return web.json_response(
             {
@@ -70,9 +88,11 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
     async def upload(request: web.Request) -> web.Response:
         sha = validate_checksum(request.match_info["checksum"], "checksum")
         size = parse_size(request.match_info["filesize"], "filesize")
+        refuse_encoded_body(request)
         can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
-        reader = whole_chunks(request.content)
-        source = socket_source(request, size)
+        pace = body_pace(service.config)
+        reader = whole_chunks(request.content, pace, request.content_length)
+        source = socket_source(request, size, pace)
         try:
             try:
                 await service.store.receive(sha, size, reader, can_defer=can_defer, source=source)
@@ -91,13 +111,21 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
                 source.close()
 
     async def checkout(request: web.Request) -> web.Response:
-        data = await read_json_object(request, service.config.body_read_timeout)
-        files = parse_file_list(data)
+        config = service.config
+        raw = await read_body(request, config.body_read_timeout, body_pace(config))
+        if is_large(raw):
+            data, files = await in_slot(request, lambda: _checkout_request(raw))
+            del raw
+        else:
+            data, files = _checkout_request(raw)
         checkout_path = data.get("checkoutPath")
         if not isinstance(checkout_path, str):
             raise InvalidRequest("checkoutPath: expected string")
-        used = await asyncio.to_thread(service.checkouts.create, checkout_path, files)
-        return web.json_response({"checkoutPath": used})
+        made = await asyncio.to_thread(service.create_checkout, checkout_path, files)
+        answer: dict[str, object] = {"checkoutPath": made.path}
+        if made.warnings:
+            answer["warnings"] = made.warnings  # additive: Flamenco's clients ignore it
+        return web.json_response(answer)
 
     app.router.add_get(f"{API}/version", version)
     app.router.add_get(f"{API}/configuration", configuration)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -13,6 +14,10 @@ from aiohttp import web
 from ..config import Config, parse_listen
 from ..service import ShamanService
 from .app import create_app
+from .connections import ConnectionGuard, GuardedRunner
+from .descriptors import default_max_connections, fd_limit, quiet_accept_errors, raise_fd_limit
+from .logtext import EscapingFilter
+from .throttledlog import ThrottledLog
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -31,8 +36,16 @@ async def start_site(
     """Start serving `config`; return the runner (to clean up) and the real URL."""
     host, port = parse_listen(config.listen)
     app = create_app(config, service=service)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+    overload = ThrottledLog(logging.getLogger("manager_plugin.http.overload"))
+    quiet_accept_errors(asyncio.get_running_loop(), overload)
+    cap = config.max_connections or default_max_connections(fd_limit())
+    runner = GuardedRunner(
+        app,
+        guard=ConnectionGuard(cap, config.header_timeout, overload),
+        access_log=None,
+        auto_decompress=False,  # bodies are taken as sent: see bodies.refuse_encoded_body
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -58,6 +71,9 @@ async def serve_until_signal(config: Config, on_ready: Callable[[str], None]) ->
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    raise_fd_limit()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapingFilter())  # one line per record, whatever a client sent
     runner, url = await start_site(config)
     try:
         on_ready(url)

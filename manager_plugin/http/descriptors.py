@@ -1,0 +1,87 @@
+"""File descriptors: the limit raised at startup, the connection cap derived from it,
+and running out of them reported without flooding the log.
+
+The soft limit is often 1,024 while the hard limit is far higher; Go's runtime raises
+the soft limit to the hard one at startup, and so does `serve`. An idle connection
+holds one descriptor, a spliced upload in flight seven (socket, two dups, temp file,
+its read-only twin, a pipe), so the default cap allows FDS_PER_CONNECTION per
+connection after RESERVED_FDS for everything else (listening socket, storage lock,
+GC and checkout walks, logs).
+
+When accept() still fails for lack of descriptors or memory, asyncio reports it once
+per pending connection, each with a traceback; `quiet_accept_errors` turns that into
+one line per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Any
+
+from .throttledlog import ThrottledLog
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+FDS_PER_CONNECTION = 8
+RESERVED_FDS = 64
+MIN_CONNECTIONS = 8
+MAX_AUTO_CONNECTIONS = 4096  # past this, memory rather than descriptors is the limit
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def fd_limit() -> int | None:
+    """The soft RLIMIT_NOFILE, or None where there is none (Windows, unlimited)."""
+    if resource is None:  # pragma: no cover
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_fd_limit() -> int | None:
+    """Raise the soft descriptor limit to the hard one (as Go does); the new soft limit."""
+    if resource is None:  # pragma: no cover
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft and (hard == resource.RLIM_INFINITY or hard > soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. macOS caps it below an infinite hard
+            log.info("could not raise the descriptor limit from %d to %s: %s", soft, hard, exc)
+    return fd_limit()
+
+
+def default_max_connections(limit: int | None) -> int:
+    """The connection cap for a descriptor limit (see the module docstring)."""
+    if limit is None:
+        return MAX_AUTO_CONNECTIONS
+    fit = (limit - RESERVED_FDS) // FDS_PER_CONNECTION
+    return max(MIN_CONNECTIONS, min(MAX_AUTO_CONNECTIONS, fit))
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog) -> None:
+    """Report accept() failing for lack of resources through `throttled`, without a
+    traceback; everything else goes to the loop's handler as before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _EXHAUSTED:
+            throttled.note(
+                f"accept-{exc.errno}",
+                f"cannot accept connections: {exc.strerror or exc} "
+                "(new connections wait in the backlog until resources free up)",
+            )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

@@ -131,6 +131,11 @@ class GarbageCollector:
         stored = str(self.store.stored_dir)
         links = _Links(os.path.realpath(stored))
         for root in [self.jobs_dir, *self.extra_checkout_paths]:
+            if root == self.jobs_dir and not os.path.lexists(root):
+                # No jobs/ at all holds no links: Flamenco Manager, deleting its last
+                # job, removes the checkout's empty parent, which may be jobs/ itself.
+                # (A jobs/ that is a link to an unmounted place exists, and aborts.)
+                continue
             # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
             temps = stale_checkout_temps if root == self.jobs_dir else None
             stats.links_seen += self._collect_links(

@@ -156,8 +156,19 @@ def test_a_job_dir_that_vanishes_during_the_walk_is_no_reason_to_stop(farm, monk
     assert farm.path(farm.linked["job-a"]).is_file()
 
 
-def test_a_missing_jobs_dir_aborts_the_sweep(farm):
+def test_a_jobs_dir_that_is_not_there_holds_no_links(farm):
+    """Flamenco Manager removes jobs/ itself when it deletes its last job (the
+    checkout's empty parent): then no checkout exists, and old blobs may go."""
     shutil.rmtree(farm.jobs)
+    stats = farm.collector().sweep()
+    assert not stats.aborted
+    assert farm.path(farm.unlinked) in [Path(p) for p in stats.deleted]
+
+
+def test_a_jobs_dir_linked_to_a_place_that_is_gone_aborts_the_sweep(farm, tmp_path):
+    """jobs/ as a symlink to a share that is not mounted: its links are unknown."""
+    shutil.rmtree(farm.jobs)
+    farm.jobs.symlink_to(tmp_path / "unmounted-share" / "jobs")
     stats = farm.collector().sweep()
     assert stats.aborted and "No such file" in stats.walk_errors[0]
     farm.assert_nothing_deleted()

@@ -34,11 +34,18 @@ def sha256_files(paths: Iterable[Path]) -> tuple[float, int]:
     return time.perf_counter() - start, total
 
 
-def copy_file(src: Path, dst: Path) -> float:
-    """shutil.copyfile onto the same filesystem, including getting the bytes to the kernel."""
+def copy_file(src: Path, dst: Path, *, sync: bool = False) -> float:
+    """shutil.copyfile onto the same filesystem, including getting the bytes to the kernel;
+    with `sync`, also until the copy is on disk (fsync)."""
     settle()
     start = time.perf_counter()
     shutil.copyfile(src, dst)
+    if sync:
+        fd = os.open(dst, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return time.perf_counter() - start
 
 
@@ -79,8 +86,12 @@ def symlink_tree(root: Path, links: list[tuple[str, str]]) -> float:
     return time.perf_counter() - start
 
 
-def scandir_walk(roots: Iterable[Path]) -> tuple[float, int]:
-    """A bare os.scandir walk of the trees: (seconds, entries seen)."""
+def scandir_walk(roots: Iterable[Path], *, readlinks: bool = False) -> tuple[float, int]:
+    """A bare os.scandir walk of the trees: (seconds, entries seen).
+
+    With `readlinks`, also os.readlink of every symlink: the inode reads any collector
+    must add to the walk to know what each link points at (readdir alone reads no inode).
+    """
     settle()
     start = time.perf_counter()
     seen = 0
@@ -91,6 +102,8 @@ def scandir_walk(roots: Iterable[Path]) -> tuple[float, int]:
                 seen += 1
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
+                elif readlinks and entry.is_symlink():
+                    os.readlink(entry.path)
     return time.perf_counter() - start, seen
 
 

@@ -55,6 +55,6 @@ def spread_note(ours: Samples, base: Samples, what: str = "time") -> str:
     """One note for a row: both sides' spread, and the ratio of medians next to the best's."""
     return (
         f"{what}: ours {ours.spread_text()}; baseline {base.spread_text()}; "
-        f"ratio of medians {ours.median / base.median:.2f}, of bests {ours.best / base.best:.2f} "
-        "(ours/baseline)"
+        f"time ratio ours/baseline: of medians {ours.median / base.median:.2f}, "
+        f"of bests {ours.best / base.best:.2f}"
     )

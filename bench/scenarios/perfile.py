@@ -105,7 +105,10 @@ def run(ctx: Context) -> list[Row]:
             "file a status GET and a POST (X-Shaman-Original-Filename RFC 2047, "
             "X-Shaman-Can-Defer-Upload: True), then checkout/create; timed from requirements "
             "to the checkout's 200, each trial a fresh manager and storage; "
-            f"best of {len(one.values)}, alternating with the baseline"
+            f"best of {len(one.values)}, alternating with the baseline (order per trial: "
+            "bare fsync loop, 1 connection, bare loop without fsync, 4 connections); today's "
+            "manager creates and removes a temp dir pair per upload, and those freed inodes "
+            "slow the inode allocations of whatever runs next, the baseline's included"
         )
         baseline_note = (
             "baseline: a loop reading each file, writing it to a temp name, fsyncing it, "

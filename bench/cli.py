@@ -31,13 +31,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", nargs="+", choices=names, metavar="NAME", help=f"run only: {', '.join(names)}"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="reduced run: every count and total of the full scale times F (e.g. 0.2)",
+    )
     parser.add_argument("--tmp", type=Path, default=None, help="where to generate data")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     return parser.parse_args(argv)
 
 
+# 1-min load average at or above this: other processes took a core or more of ours.
+BUSY_LOAD = 1.0
+
+
 def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
     """Run one scenario; a failure becomes error rows, so the table always has every row."""
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     try:
         rows = scenario.run(ctx)
@@ -47,18 +59,32 @@ def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
         rows = [Row(key=key, scenario=title, error=message) for key, title in scenario.rows]
     seconds = time.perf_counter() - start
     load = os.getloadavg()[0]
+    # The load average counts our own work too, so it is read before the scenario starts
+    # (the machine as we found it) and when it ends (us plus whatever else ran).
+    busy = max(load, load_before) >= BUSY_LOAD
     for row in rows:
         row.seconds = seconds
         row.data["loadavg_1m"] = round(load, 2)
-    if load > ctx.cores and rows and rows[0].error is None:
-        # Other processes competed for the CPU: ratios that need every core suffer most.
-        rows[0].notes.append(f"machine busy: 1-min load average {load:.1f} on {ctx.cores} cores")
+        row.data["loadavg_1m_before"] = round(load_before, 2)
+        if row.error is None:
+            # Other processes competed for the CPU: ratios that need every core suffer most.
+            row.notes.append(
+                f"{'MEASURED UNDER LOAD, absolute figures unreliable: ' if busy else ''}"
+                f"1-min load average {load_before:.2f} before, {load:.2f} after the scenario "
+                f"({ctx.cores} cores)"
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scale = QUICK if args.quick else FULL
+    if args.scale is not None:
+        if args.quick or not 0 < args.scale <= 1:
+            raise SystemExit(
+                "--scale takes a fraction in (0, 1] of the full scale, not with --quick"
+            )
+        scale = FULL.scaled(args.scale)
     chosen = [s for s in SCENARIOS if not args.only or s.key in args.only]
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows: list[Row] = []

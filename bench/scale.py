@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -24,6 +24,26 @@ class Scale:
     gc_blobs: int  # blobs in the store swept by GC
     gc_links: int  # links in jobs/ pointing at them
     rss_bytes: int  # one file moved while peak RSS is sampled
+    perfile_files: int  # per-file protocol (Flamenco's add-on): this many small files...
+    perfile_file_size: int  # ...of this size
+    trials: int  # timed trials of ours and of the baseline, alternating (cheap scenarios)
+    heavy_trials: int  # the same for scenarios of tens of seconds per trial
+
+    def scaled(self, fraction: float) -> Scale:
+        """The same scale with every count and total times `fraction` (file sizes kept).
+
+        For runs on a busy machine: `--scale 0.2` keeps each scenario's shape at a fifth of
+        its work. Ratios at reduced scale are not the full run's (fixed costs weigh more).
+        """
+        kept = {"name", "first_file_size", "perfile_file_size", "trials", "heavy_trials"}
+        changes: dict[str, int] = {
+            f.name: max(1, int(getattr(self, f.name) * fraction))
+            for f in fields(self)
+            if f.name not in kept
+        }
+        # The largest hashed file stays a small part of the project, as at full scale.
+        changes["hash_max_file"] = min(self.hash_max_file, max(4 * KiB, changes["hash_bytes"] // 8))
+        return replace(self, name=f"{self.name}-x{fraction:g}", **changes)
 
 
 FULL = Scale(
@@ -40,6 +60,10 @@ FULL = Scale(
     gc_blobs=200_000,
     gc_links=200_000,
     rss_bytes=4 * GiB,
+    perfile_files=10_000,
+    perfile_file_size=4 * KiB,
+    trials=5,
+    heavy_trials=3,
 )
 
 QUICK = Scale(
@@ -56,6 +80,10 @@ QUICK = Scale(
     gc_blobs=1_000,
     gc_links=1_000,
     rss_bytes=128 * MiB,
+    perfile_files=150,
+    perfile_file_size=4 * KiB,
+    trials=3,
+    heavy_trials=2,
 )
 
 

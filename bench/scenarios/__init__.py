@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..context import Scenario
-from . import checkout, gc, hashing, ingest, memory, submission
+from . import checkout, gc, hashing, ingest, memory, perfile, submission
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("hash", (("hash", hashing.TITLE),), hashing.run),
@@ -16,6 +16,15 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("changed_texture", submission.CHANGED_TITLE),
         ),
         submission.run_resubmit,
+    ),
+    Scenario(
+        "perfile",
+        (
+            ("perfile_1", perfile.TITLE + ", 1 connection"),
+            ("perfile_4", perfile.TITLE + ", 4 connections"),
+            ("perfile_cpu", perfile.CPU_TITLE),
+        ),
+        perfile.run,
     ),
     Scenario("checkout", (("checkout", checkout.TITLE),), checkout.run),
     Scenario("gc", (("gc", gc.TITLE),), gc.run),

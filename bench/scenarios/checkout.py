@@ -10,8 +10,10 @@ from ..context import Context
 from ..datagen import tree_paths
 from ..report import Row
 from ..store import blob_path, count_links, write_blobs
+from ..trials import Samples, spread_note
 
 TITLE = "checkout"
+TARGET = 1.1  # x the bare symlink loop's time
 
 
 def run(ctx: Context) -> list[Row]:
@@ -26,19 +28,21 @@ def run(ctx: Context) -> list[Row]:
         links = [(str(blob_path(storage, sha, size)), path) for sha, size, path in files]
         core = targets.open_core(storage)
         specs = targets.file_specs(files)
-        # Alternating, best of two each: symlink latency on a shared disk swings with
+        # Alternating, best of heavy_trials each (each trial leaves 2 x n inodes until the
+        # run ends, so not more): symlink latency on a shared disk swings with
         # other processes' I/O, and whichever runs first on a fresh store pays cold caches.
         # Each trial's checkout has a parent directory of its own: next to an earlier
         # checkout, the builder would reuse that one's links instead of making new ones.
-        base_s = ours_s = float("inf")
+        ours, base = Samples(), Samples()
         used = ""
-        for i in range(2):
-            base_s = min(base_s, symlink_tree(root / f"baseline-{i}", links))
+        for i in range(ctx.scale.heavy_trials):
+            base.add(symlink_tree(root / f"baseline-{i}", links))
             settle()
             start = time.perf_counter()
             made_path = targets.checkout(core, f"bench-{i}/checkout", specs)
-            ours_s = min(ours_s, time.perf_counter() - start)
+            ours.add(time.perf_counter() - start)
             used = used or made_path
+        ours_s, base_s = ours.best, base.best
         made = count_links(storage / "jobs" / used)
         if made != n:
             raise AssertionError(f"checkout has {made} links, want {n}")
@@ -57,16 +61,26 @@ def run(ctx: Context) -> list[Row]:
                 baseline=f"{base_s:.2f} s (bare os.symlink loop)",
                 ratio=ratio,
                 ratio_label="x time",
-                target="<= 1.5x",
-                passed=ratio <= 1.5,
+                target=f"<= {TARGET}x",
+                passed=ratio <= TARGET,
                 notes=[
                     "CheckoutBuilder.create called directly (no HTTP); it also validates paths "
                     "and checks/touches each blob, the loop only makes dirs and links; "
-                    "best of 2 each, alternating, each a first checkout in its directory",
+                    f"best of {len(ours.values)} each, alternating, each a first checkout in "
+                    "its directory",
+                    spread_note(ours, base),
+                    f"target {TARGET}x is issue 17's; it was <= 1.5x until 2026-11-29",
                     f"the same tree checked out again next to the last one (unchanged links "
                     f"reused, no new inodes) took {again_s:.2f} s",
                 ],
-                data={"files": n, "ours_s": ours_s, "base_s": base_s, "again_s": again_s},
+                data={
+                    "files": n,
+                    "ours_s": ours_s,
+                    "base_s": base_s,
+                    "again_s": again_s,
+                    "ours_trials_s": ours.values,
+                    "base_trials_s": base.values,
+                },
             )
         ]
     finally:

@@ -3,6 +3,7 @@
 `manager` starts the server (Shaman enabled, GC off) with storage in a fresh tmp
 dir; `manager_factory(**config_overrides)` does the same with other settings,
 e.g. `manager_factory(token="s3cret")` or `manager_factory(shaman_enabled=False)`.
+`flamenco` / `flamenco_factory`: the stand-in Flamenco Manager (tests/flamenco_standin.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flamenco_standin import flamenco, flamenco_factory  # noqa: F401  (fixtures)
 
 from manager_plugin.config import Config
 from manager_plugin.filestore import FileStore

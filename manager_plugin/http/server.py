@@ -13,6 +13,7 @@ from aiohttp import web
 from ..config import Config, parse_listen
 from ..service import ShamanService
 from .app import create_app
+from .headerfold import FoldTolerantRunner
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -31,7 +32,7 @@ async def start_site(
     """Start serving `config`; return the runner (to clean up) and the real URL."""
     host, port = parse_listen(config.listen)
     app = create_app(config, service=service)
-    runner = web.AppRunner(
+    runner = FoldTolerantRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
     )
     await runner.setup()
@@ -118,5 +119,6 @@ class BackgroundServer:
 
 
 def print_ready_line(url: str, config: Config) -> None:
-    print(f"Shaman listening on {url} storage={config.storage_path}", flush=True)
+    upstream = f" upstream={config.gateway.upstream}" if config.gateway is not None else ""
+    print(f"Shaman listening on {url} storage={config.storage_path}{upstream}", flush=True)
     sys.stdout.flush()

@@ -7,6 +7,9 @@ import time
 
 from aiohttp import web
 
+from .filenames import HEADER as FILENAME_HEADER
+from .filenames import filename_for_log
+
 access_log = logging.getLogger("manager_plugin.http.access")
 
 # A handler may store more for its log line here (e.g. a batch's record count).
@@ -28,8 +31,8 @@ async def access_log_middleware(
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        original = request.headers.get("X-Shaman-Original-Filename")
-        extra = f" file={original!r}" if original else ""
+        original = request.headers.get(FILENAME_HEADER)
+        extra = f" file={filename_for_log(original)!r}" if original else ""
         extra += request.get(LOG_EXTRA, "")
         access_log.info(
             "%s %s %d in=%d out=%d %.1fms%s",

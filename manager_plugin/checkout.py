@@ -52,6 +52,11 @@ _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
 
 
+# Flamenco's 3.9 add-on asks for checkout path "." when a script submits without a job
+# name; Go accepts it, finds the directory (jobs/ itself) taken and makes it ".-xxxx".
+JOBS_ROOT = "."
+
+
 def _load_renameat2() -> Callable[..., int] | None:
     """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced."""
     try:
@@ -141,7 +146,8 @@ class CheckoutBuilder:
 
     def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
         """Build the checkout; return the path actually used, relative to `jobs_dir`."""
-        checkout_path = validate_checkout_path(checkout_path)
+        if checkout_path != JOBS_ROOT:
+            checkout_path = validate_checkout_path(checkout_path)
         if TEMP_PREFIX in checkout_path:
             _refuse_reserved(checkout_path, "checkoutPath")
         by_path = dedupe_files(files)
@@ -354,6 +360,8 @@ class CheckoutBuilder:
         candidate = name
         for attempt in range(SUFFIX_ATTEMPTS + 1):
             try:
+                if candidate == JOBS_ROOT:  # always taken: it is jobs/ itself
+                    raise FileExistsError(errno.EEXIST, "File exists", parent)
                 rename_noreplace(temp, f"{parent}/{candidate}")
                 return candidate
             except OSError as exc:

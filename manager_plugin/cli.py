@@ -66,13 +66,22 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="address to listen on, e.g. ':8080' or '127.0.0.1:0'"
     )
+    parser.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="gateway mode: serve Shaman here and forward every other request to the "
+        "Flamenco Manager at URL, e.g. http://127.0.0.1:8081 (or shaman.gateway.upstream)",
+    )
     parser.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .gateway_config import configure_gateway, read_gateway_keys
     from .http.server import print_ready_line, serve_until_signal
 
     config = config_from_args(args)
+    keys = read_gateway_keys(args.config) if args.config is not None else None
+    configure_gateway(config, keys, upstream=args.upstream, listen=args.listen)
     ensure_storage(config)
     try:
         asyncio.run(serve_until_signal(config, lambda url: print_ready_line(url, config)))
@@ -98,6 +107,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not config.storage_path.is_dir():
         raise ConfigError(f"shared_storage_path: {config.storage_path} is not a directory")
+    if args.config is not None:
+        from .gateway_config import read_gateway_keys
+
+        gateway_max_age = read_gateway_keys(args.config).gc_max_age
+        if gateway_max_age is not None:  # the gateway's collector keeps blobs this long
+            config.gc_max_age = gateway_max_age
     stats = ShamanService(config).collect_garbage(dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for path in stats.deleted:

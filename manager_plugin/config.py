@@ -11,12 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .durations import parse_duration
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .gateway_config import GatewaySettings
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_listen"]
 
@@ -41,6 +44,8 @@ class Config:
     body_read_timeout: float = 60.0
     # URL path under which the legacy (BAT) protocol is also served; "" = root only.
     legacy_base_path: str = ""
+    # Gateway mode (manager_plugin.gateway_config): in front of this Flamenco Manager.
+    gateway: GatewaySettings | None = None
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.

@@ -19,6 +19,7 @@ from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
 from .batch import setup_batch_routes
 from .errors import error_middleware
+from .gateway import setup_gateway_routes
 from .legacy import setup_legacy_routes
 from .openapi import add_openapi_route
 from .routes import setup_flamenco_routes
@@ -49,6 +50,8 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
     for setup in ROUTE_SETS:
         setup(app, service)
     add_openapi_route(app)
+    if service.config.gateway is not None:
+        setup_gateway_routes(app, service.config.gateway)  # last: its route catches all
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
     return app

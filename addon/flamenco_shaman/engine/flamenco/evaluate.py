@@ -239,15 +239,15 @@ def fill_settings(
     jobname: str = "",
     evaluate: bool = True,
     always_evaluate: Collection[str] = (),
-    fallbacks: Mapping[str, str] | None = None,
+    fallbacks: Mapping[str, Any] | None = None,
 ) -> FilledSettings:
     """Values for every setting of `job_type` but `blendfile` (the engine sets that).
 
     Per setting: the given value, unless its key is in `always_evaluate` (Flamenco
     evaluates hidden settings and those whose "automatic value" toggle is on at submit
     time); else its `eval` expression (when `evaluate` and `context` are given); else its
-    default; else the expression in `fallbacks[key]` (a submitter's own way to find a
-    value, e.g. from the blend file); else nothing, which is an error for a required
+    default; else `fallbacks[key]` (a submitter's own way to find a value, e.g. the
+    scene's output folder for a render output root); else nothing, which is an error for a required
     setting (see FilledSettings.missing). Values are typed with coerce_value(). Given
     keys the type does not have are kept as they are.
     """
@@ -273,9 +273,8 @@ def fill_settings(
             values[setting.key] = coerce_value(setting, evaluate_setting(setting, namespace))
         elif setting.has_default:
             values[setting.key] = coerce_value(setting, setting.default)
-        elif fallbacks and setting.key in fallbacks and context is not None:
-            fallback = JobSetting(key=setting.key, type=setting.type, eval=fallbacks[setting.key])
-            values[setting.key] = coerce_value(setting, evaluate_setting(fallback, namespace))
+        elif fallbacks and fallbacks.get(setting.key) is not None:
+            values[setting.key] = coerce_value(setting, fallbacks[setting.key])
         elif setting.key in given:  # to be evaluated, but nothing to evaluate: keep it
             values[setting.key] = coerce_value(setting, given[setting.key])
     missing = tuple(

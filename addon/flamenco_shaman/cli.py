@@ -1,14 +1,18 @@
-"""`shaman-submit`: send a .blend file and everything it needs to a Flamenco manager.
+"""`shaman-submit`: send a .blend file and everything it needs to a Flamenco manager,
+then create its render job there, as Flamenco's Submit does.
 
-A thin front end over the engine: parses arguments, draws a progress bar on a
-terminal, prints missing assets and what was uploaded, and as its last line of
-standard output the blend file's path on the farm.
+A thin front end over the engine: parses arguments, works out the job's settings (from
+--set, the blend's own scene, the job type's defaults), draws a progress bar on a
+terminal, prints missing assets and what was uploaded, then the blend file's path on the
+farm and, as its last line of standard output, the job's ID (with --no-job the farm path
+is the last line).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -18,6 +22,11 @@ from pathlib import Path
 from typing import TextIO
 
 from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
+from .engine.flamenco import DEFAULT_JOB_TYPE, FlamencoAPI, JobSpec
+from .engine.flamenco.blendjob import job_spec_for_blend
+
+MANAGER_URL_ENV = "FLAMENCO_MANAGER_URL"
+TOKEN_ENV = "FLAMENCO_SHAMAN_TOKEN"
 
 
 def human_bytes(n: float) -> str:
@@ -87,11 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shaman-submit",
         description="Send a .blend file and every file it needs to a Flamenco manager's "
-        "Shaman storage; print the blend file's path on the farm.",
+        "Shaman storage and create its render job; print the blend file's path on the farm "
+        "and, last, the job's ID.",
     )
     parser.add_argument("blendfile", type=Path, help="the .blend file to submit")
     parser.add_argument(
-        "--manager", required=True, metavar="URL", help="manager URL, e.g. http://farm:8080/"
+        "--manager",
+        metavar="URL",
+        help=f"manager URL, e.g. http://farm:8080/ (default: ${MANAGER_URL_ENV})",
     )
     parser.add_argument(
         "--project",
@@ -127,7 +139,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--uploads", type=_positive, default=4, metavar="N", help="parallel uploads (default: 4)"
     )
     parser.add_argument(
-        "--token", metavar="T", help="bearer token for the manager, if it needs one"
+        "--token",
+        metavar="T",
+        help=f"bearer token for the manager, if it needs one (default: ${TOKEN_ENV})",
+    )
+    job = parser.add_argument_group("render job (Flamenco's jobs API)")
+    job.add_argument(
+        "--job-type",
+        default=DEFAULT_JOB_TYPE,
+        metavar="NAME",
+        help=f"the Manager's job type (default: {DEFAULT_JOB_TYPE})",
+    )
+    job.add_argument("--job-name", metavar="NAME", help="default: the blend file's name")
+    job.add_argument("--priority", type=int, default=50, help="job priority (default: 50)")
+    job.add_argument("--worker-tag", metavar="TAG", help="only workers with this tag (name or ID)")
+    job.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a job setting, typed by the job type (e.g. frames=1-10); repeatable. Unset "
+        "settings come from the blend's scene where Blender would evaluate them, else the "
+        "job type's default",
+    )
+    job.add_argument(
+        "--no-job",
+        action="store_true",
+        help="only upload and check out; print the farm path last and create no job",
     )
     return parser
 
@@ -139,22 +178,50 @@ def _positive(text: str) -> int:
     return value
 
 
+def job_for(args: argparse.Namespace, manager_url: str, token: str | None) -> JobSpec:
+    """The job's settings, worked out (and checked) before anything is uploaded."""
+    with FlamencoAPI(manager_url, token) as api:
+        return job_spec_for_blend(
+            api,
+            args.blendfile,
+            job_type=args.job_type,
+            name=args.job_name,
+            priority=args.priority,
+            worker_tag=args.worker_tag,
+            assignments=args.settings,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="shaman-submit: %(message)s")
     # Missing assets are reported once, at the end; BAT would log each one as it goes.
     logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
+    manager = args.manager or os.environ.get(MANAGER_URL_ENV, "").strip()
+    if not manager:
+        parser.error(f"no manager: give --manager URL or set ${MANAGER_URL_ENV}")
+    # "farm:8080" is what people type; the engine wants a full URL.
+    manager_url = manager if "://" in manager else "http://" + manager
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    job: JobSpec | None = None
+    if not args.no_job:
+        try:
+            job = job_for(args, manager_url, token)
+        except SubmitError as ex:
+            print(f"shaman-submit: error: {ex}", file=sys.stderr)
+            return 1
     options = SubmitOptions(
         blendfile=args.blendfile,
-        # "farm:8080" is what people type; the engine wants a full URL.
-        manager_url=args.manager if "://" in args.manager else "http://" + args.manager,
+        manager_url=manager_url,
         project_root=args.project,
         checkout_path=args.checkout_path,
         relative_only=args.relative_only,
         exclude=tuple(args.exclude),
         hash_workers=args.jobs,
         uploads=args.uploads,
-        token=args.token,
+        token=token,
+        job=job,
     )
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     submission = Submission(options, progress=bar)
@@ -207,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{result.bytes_uploaded} of {result.bytes_total} bytes)"
     )
     print(f"Checkout: {result.checkout_path}")
+    if result.job_id is not None:
+        print(f"Job: {result.job_name} {result.job_url}")
     print(result.farm_blend_path)
+    if result.job_id is not None:
+        print(result.job_id)
     return 0
 
 

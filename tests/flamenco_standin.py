@@ -348,6 +348,7 @@ class StandinState:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
     original_filenames: list[tuple[str, str]] = field(default_factory=list)  # (raw, decoded)
     refusal: str | None = None  # when set, jobs/check and jobs answer 400 with it
+    change_after_listing: set[str] = field(default_factory=set)
     gone_after_checkout: bool = False
     gone: bool = False
 
@@ -423,6 +424,11 @@ class FlamencoStandin:
     def set_job_type(self, definition: dict[str, Any]) -> None:
         """Add or change a job type (its etag follows), as editing a job-type script does."""
         self.state.job_types[definition["name"]] = with_etag(definition)
+
+    def change_job_type_after_listing(self, name: str) -> None:
+        """Right after the next job type listing, edit type `name` (its etag changes), as
+        when someone edits a job-type script while an artist submits."""
+        self.state.change_after_listing.add(name)
 
     def refuse(self, message: str | None) -> None:
         """Make jobs/check and jobs answer 400 with `message` (None: stop refusing)."""
@@ -584,7 +590,13 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
     state = standin.state
 
     async def job_types(request: web.Request) -> web.Response:
-        return web.json_response({"job_types": list(state.job_types.values())})
+        answer = web.json_response({"job_types": list(state.job_types.values())})
+        for name in list(state.change_after_listing):
+            state.change_after_listing.discard(name)
+            edited = dict(state.job_types[name])
+            edited["description"] = f"{edited.get('description', '')} (edited)".strip()
+            standin.set_job_type(edited)
+        return answer
 
     async def job_type(request: web.Request) -> web.Response:
         definition = state.job_types.get(request.match_info["name"])

@@ -147,8 +147,8 @@ class Submission:
                 files_hashed = pipeline.files_hashed
             farm_blend_path = f"{{jobs}}/{used}/{tracer.blend_pack_path}"
             if jobs_api is not None and prepared is not None:
-                self._check_cancel()
                 self._tracker.set_phase("job")
+                self._check_cancel()
                 created = self._create_job(jobs_api, prepared, used, farm_blend_path)
         finally:
             client.close()

@@ -270,6 +270,8 @@ def fill_settings(
         if setting.key == BLENDFILE_KEY or setting.key in values:
             continue
         if can_eval and setting.eval:
+            if _lacks_input(setting, job_type, values):
+                continue  # the setting it reads is reported missing; that is the real error
             values[setting.key] = coerce_value(setting, evaluate_setting(setting, namespace))
         elif setting.has_default:
             values[setting.key] = coerce_value(setting, setting.default)
@@ -284,6 +286,12 @@ def fill_settings(
     )
     ordered = {k: values[k] for k in _ordered_keys(job_type, values)}
     return FilledSettings(values=ordered, missing=missing)
+
+
+def _lacks_input(setting: JobSetting, job_type: JobType, values: Mapping[str, Any]) -> bool:
+    """Whether the expression reads a setting of the type that has no value."""
+    refs = _SETTINGS_REF.findall(setting.eval or "")
+    return any(job_type.setting(ref) is not None and ref not in values for ref in refs)
 
 
 def _ordered_keys(job_type: JobType, values: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import uuid
 
 import pytest
@@ -190,3 +191,15 @@ def test_refuse_makes_check_answer_400_with_the_message(flamenco: FlamencoStandi
     answer = requests.post(flamenco.api("api/v3/jobs/check"), json=_job(flamenco))
     assert answer.status_code == 400 and answer.json()["message"] == "no workers for this"
     assert json.loads(json.dumps(flamenco.received_checks[0])) == _job(flamenco)
+
+
+def test_an_idle_keep_alive_connection_is_closed_by_the_manager(flamenco: FlamencoStandin) -> None:
+    host, port = flamenco.url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /api/v3/version HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        answer = b""
+        while b"}" not in answer:
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        # Idle from here on: the Manager hangs up (after 1 s) well before this timeout.
+        assert sock.recv(1) == b""

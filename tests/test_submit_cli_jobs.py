@@ -269,3 +269,16 @@ def test_no_job_against_go_answers_first_and_after_the_manager_lost_its_files(
         flamenco.lose_files()
     assert "Uploaded" in runs[1].stdout and "(2 of 2 files;" in runs[1].stdout
     assert flamenco.received_checks == [] and flamenco.received_jobs == []
+
+
+def test_job_options_with_no_job_are_a_usage_error(flamenco, project, env):
+    run = shaman_submit(
+        project / "scene.blend", "--manager", flamenco.url, "--no-job", "--set", "frames=1", env=env
+    )
+    assert run.returncode == 2 and "--no-job creates no job" in run.stderr
+    assert flamenco.state.requests == []
+
+
+def test_without_a_manager_url_it_says_where_one_comes_from(project, env):
+    run = shaman_submit(project / "scene.blend", env=env)
+    assert run.returncode == 2 and "give --manager URL or set $FLAMENCO_MANAGER_URL" in run.stderr

@@ -204,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # "farm:8080" is what people type; the engine wants a full URL.
     manager_url = manager if "://" in manager else "http://" + manager
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.no_job and (args.settings or args.job_name or args.worker_tag):
+        parser.error("--no-job creates no job, so --set, --job-name and --worker-tag don't apply")
     job: JobSpec | None = None
     if not args.no_job:
         try:
@@ -211,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SubmitError as ex:
             print(f"shaman-submit: error: {ex}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("shaman-submit: cancelled", file=sys.stderr)
+            return 130
     options = SubmitOptions(
         blendfile=args.blendfile,
         manager_url=manager_url,

@@ -8,9 +8,8 @@ such continuation lines (and accepts bare-LF line ends); aiohttp's llhttp parser
 `FoldTolerantRunner` serves an app like `web.AppRunner`, but each connection's request
 parser is wrapped in `UnfoldingParser`: while the parser waits for a message head, the
 bytes are held until the blank line that ends it, continuation lines are joined with one
-space and bare LF line ends become CRLF; then the head (and whatever followed it) goes to
-the real parser. Bodies are passed through untouched: once a message's head has gone
-through, everything goes straight to the parser until that message's body has ended.
+space and bare LF line ends become CRLF; then the head goes to the real parser. Bodies
+are passed through untouched (see UnfoldingParser for how their ends are found).
 """
 
 from __future__ import annotations
@@ -51,41 +50,101 @@ def unfold_head(head: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", request_line) + fields
 
 
+def body_length(head: bytes) -> int | None:
+    """A request head's body length: Content-Length, 0 without one, None when chunked
+    or unclear (then the parser's own framing is followed, see UnfoldingParser)."""
+    lengths: list[bytes] = []
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            lengths.append(value.strip())
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not lengths[0].isdigit():
+        return None  # the parser refuses it
+    return int(lengths[0])
+
+
 class UnfoldingParser:
-    """Wraps a connection's aiohttp request parser (see the module docstring)."""
+    """Wraps a connection's aiohttp request parser (see the module docstring).
+
+    After a head, a body of known length is counted through untouched, so a head
+    right behind it (in the same read) is unfolded too. A chunked body goes through
+    untouched until its message's payload has ended.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._head = b""
-        self._body: Any = None  # payload of the message whose body is being received
-        self._raw = False  # a head went through without a message yet (parser paused)
+        self._left = 0  # bytes of the current body still to pass through
+        self._raw = False  # passing through until `_body` ends (or a message appears)
+        self._body: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def feed_data(self, data: bytes | bytearray) -> Any:
-        if self._body is not None and self._body.is_eof():
-            self._body = None
-        if self._raw or self._body is not None:
-            return self._track(self._inner.feed_data(data))
-        self._head += bytes(data)
-        end = head_end(self._head)
-        if end < 0:
-            if len(self._head) <= MAX_HEAD_BYTES and data:
-                return [], False, b""
-            chunk, self._head = self._head, b""
-            return self._track(self._inner.feed_data(chunk))
-        chunk = unfold_head(self._head[:end]) + self._head[end:]
-        self._head = b""
-        self._raw = True
-        return self._track(self._inner.feed_data(chunk))
+        data = bytes(data)
+        messages: list[Any] = []
+        fed = False
+        if self._raw and self._body is not None and self._body.is_eof():
+            self._raw, self._body = False, None
+        while True:
+            if self._raw:
+                return self._merge(messages, self._track(self._inner.feed_data(data)))
+            if self._left:
+                piece, data = data[: self._left], data[self._left :]
+                self._left -= len(piece)
+                result = self._inner.feed_data(piece)
+                fed = True
+                messages.extend(result[0])
+                if result[1]:
+                    return messages, True, result[2] + data
+                if not data:
+                    return messages, False, b""
+                continue
+            self._head += data
+            data = b""
+            end = head_end(self._head)
+            if end < 0:
+                if len(self._head) > MAX_HEAD_BYTES:
+                    self._raw, self._body = True, None
+                    data, self._head = self._head, b""
+                    continue
+                if not fed and not self._head:  # a re-parse call: let the parser go on
+                    return self._merge(messages, self._inner.feed_data(b""))
+                return messages, False, b""
+            head = unfold_head(self._head[:end])
+            data, self._head = self._head[end:], b""
+            length = body_length(head)
+            if length is None:
+                self._raw, self._body = True, None
+                data = head + data
+                continue
+            result = self._inner.feed_data(head)
+            fed = True
+            messages.extend(result[0])
+            if result[1]:
+                return messages, True, result[2] + data
+            self._left = length
+            if not data:
+                return messages, False, b""
+
+    def _merge(self, messages: list[Any], result: Any) -> Any:
+        if not messages:
+            return result
+        return [*messages, *result[0]], result[1], result[2]
 
     def _track(self, result: Any) -> Any:
-        messages = result[0]
-        if messages:
-            payload = messages[-1][1]
-            self._raw = False
-            self._body = None if payload.is_eof() else payload
+        if result[0]:
+            payload = result[0][-1][1]
+            if payload.is_eof():
+                self._raw, self._body = False, None
+            else:
+                self._body = payload
         return result
 
 

@@ -4,6 +4,7 @@
 dir; `manager_factory(**config_overrides)` does the same with other settings,
 e.g. `manager_factory(token="s3cret")` or `manager_factory(shaman_enabled=False)`.
 `flamenco` / `flamenco_factory`: the stand-in Flamenco Manager (tests/flamenco_standin.py).
+`gateway` / `gateway_factory`: our server in gateway mode in front of it (tests/gateway_helpers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from flamenco_standin import flamenco, flamenco_factory  # noqa: F401  (fixtures)
+from gateway_helpers import gateway, gateway_factory  # noqa: F401  (fixtures)
 
 from manager_plugin.config import Config
 from manager_plugin.filestore import FileStore

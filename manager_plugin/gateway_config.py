@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import DEFAULT_GC_PERIOD, DEFAULT_LISTEN, Config, _duration, _read_yaml, parse_listen
+from .durations import format_duration
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,11 @@ def flamenco_collector_problem(keys: GatewayKeys) -> str | None:
         return None
     if max_age is not None and max_age >= NEVER_DELETES_AGE:
         return None
-    said = "is not set (Flamenco's default: 24h)" if period is None else f"is {period}"
+    said = (
+        "is not set (Flamenco's default: 24h)"
+        if period is None
+        else f"is {format_duration(period)}"
+    )
     return (
         f"{keys.where('shaman.garbageCollect.period')} {said}: Flamenco Manager reads this key "
         "too, and its garbage collector would delete blobs on this storage without taking "

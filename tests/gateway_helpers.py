@@ -2,7 +2,8 @@
 
 `gateway_factory(**options)` starts a stand-in (with the probe routes of
 tests/standin_probes.py) and our server in front of it on the same storage;
-`read_timeout=` sets the gateway's idle read timeout, `upstream=` points it elsewhere.
+`read_timeout=` sets the gateway's idle read timeout, `upstream=` points it elsewhere,
+`storage=` gives it a storage of its own (a misconfiguration).
 """
 
 from __future__ import annotations
@@ -43,14 +44,21 @@ def gateway_factory(flamenco_factory: StandinFactory) -> Iterator[GatewayFactory
     servers: list[BackgroundServer] = []
 
     def start(
-        *, read_timeout: float = 60.0, upstream: str | None = None, **standin: Any
+        *,
+        read_timeout: float = 60.0,
+        upstream: str | None = None,
+        storage: Path | None = None,
+        **standin: Any,
     ) -> RunningGateway:
         flamenco = flamenco_factory(extra_routes=(setup_probe_routes,), **standin)
         settings = GatewaySettings(
             upstream=upstream or flamenco.url.rstrip("/"), read_timeout=read_timeout
         )
         config = Config(
-            listen="127.0.0.1:0", storage_path=flamenco.storage, gc_period=0, gateway=settings
+            listen="127.0.0.1:0",
+            storage_path=storage or flamenco.storage,
+            gc_period=0,
+            gateway=settings,
         )
         server = BackgroundServer(config)
         url = server.start()

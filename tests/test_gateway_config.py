@@ -3,10 +3,12 @@ setups that are refused at startup (exit 2, the key and the fix named)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -203,3 +205,37 @@ def test_serve_upstream_fronts_the_manager_with_the_rewritten_file(
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+# --- what the running Manager says about its storage ------------------------------------------
+
+
+def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    for _ in range(200):
+        if text in caplog.text:
+            break
+        time.sleep(0.05)
+    return caplog.text
+
+
+def test_an_upstream_with_its_shaman_off_is_logged_as_an_error(gateway_factory, caplog):
+    caplog.set_level(logging.INFO, logger="manager_plugin.http.upstream_check")
+    gateway_factory(shaman_enabled=False)
+    logged = wait_for_log(caplog, "Shaman is off")
+    assert "Shaman is off" in logged and "shaman.enabled: true" in logged
+
+
+def test_an_upstream_with_another_storage_is_logged_as_an_error(gateway_factory, caplog, tmp_path):
+    caplog.set_level(logging.INFO, logger="manager_plugin.http.upstream_check")
+    gateway = gateway_factory(storage=tmp_path / "elsewhere")
+    logged = wait_for_log(caplog, "jobs directory is")
+    assert f"jobs directory is '{gateway.flamenco.jobs}'" in logged
+    assert str(tmp_path / "elsewhere" / "jobs") in logged
+
+
+def test_an_agreeing_upstream_is_logged_as_such(gateway_factory, caplog):
+    caplog.set_level(logging.INFO, logger="manager_plugin.http.upstream_check")
+    gateway = gateway_factory()
+    logged = wait_for_log(caplog, "where our checkouts are")
+    assert f"renders from {gateway.storage / 'jobs'}" in logged
+    assert "ERROR" not in [record.levelname for record in caplog.records]

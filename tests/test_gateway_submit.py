@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from gateway_helpers import RunningGateway
 
 BLENDFILES = Path("/work/shared/blendfiles")

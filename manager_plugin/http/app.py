@@ -51,7 +51,8 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
         setup(app, service)
     add_openapi_route(app)
     if service.config.gateway is not None:
-        setup_gateway_routes(app, service.config.gateway)  # last: its route catches all
+        # Last: its route catches all.
+        setup_gateway_routes(app, service.config.gateway, service.config.jobs_path)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
     return app

@@ -14,8 +14,10 @@ any more: the client's connection is aborted, so it never takes a truncated body
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -25,6 +27,7 @@ from yarl import URL
 from ..gateway_config import GatewaySettings
 from .auth import public
 from .errors import error_response
+from .upstream_check import check_upstream_storage
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,21 @@ _WS_HANDSHAKE = frozenset(
 WS_CLOSE_TIMEOUT = 10.0
 
 
-def setup_gateway_routes(app: web.Application, settings: GatewaySettings) -> None:
+def setup_gateway_routes(app: web.Application, settings: GatewaySettings, jobs_dir: Path) -> None:
     """Forward every request no earlier route matched to `settings.upstream`."""
     gateway = Gateway(settings)
     app.cleanup_ctx.append(gateway.session_context)
+
+    async def check_upstream(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            check_upstream_storage(gateway.session, settings.upstream, jobs_dir)
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(check_upstream)
 
     @public  # the upstream does its own access control
     async def forward(request: web.Request) -> web.StreamResponse:

@@ -237,9 +237,12 @@ class CheckoutBuilder:
                 return parent, temp
             except FileNotFoundError:
                 # A concurrent checkout that failed removed a parent it had created
-                # just after we saw it; create it again.
+                # just after we saw it; create it again. So does Flamenco Manager,
+                # deleting a job: it removes the checkout's parent, jobs/ itself included,
+                # when that is left empty.
                 if attempt == 2:
                     raise
+                os.makedirs(jobs, exist_ok=True)
         raise AssertionError("unreachable")
 
     def _make_parents(self, jobs: str, parent_rel: str, created: list[str]) -> str:

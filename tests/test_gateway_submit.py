@@ -14,6 +14,16 @@ from gateway_helpers import RunningGateway
 
 BLENDFILES = Path("/work/shared/blendfiles")
 SHAMAN_SUBMIT = shutil.which("shaman-submit")
+SETTINGS = (
+    "--job-type",
+    "simple-blender-render",
+    "--set",
+    "frames=1-3",
+    "--set",
+    "render_output_root=/tmp/render",  # never written: nothing renders here
+    "--set",
+    "format=PNG",  # these blends render to FFMPEG, which the job type refuses
+)
 
 
 @pytest.fixture
@@ -53,14 +63,7 @@ def test_shaman_submit_through_the_gateway_creates_the_job_on_the_upstream(
         gateway.url,
         "--project",
         project,
-        "--job-type",
-        "simple-blender-render",
-        "--set",
-        "frames=1-3",
-        "--set",
-        f"render_output_root={project}/render",
-        "--set",
-        "format=PNG",  # these blends render to FFMPEG, which the job type refuses
+        *SETTINGS,
         env=env,
     )
     assert run.returncode == 0, run.stderr
@@ -86,6 +89,14 @@ def test_shaman_submit_through_the_gateway_creates_the_job_on_the_upstream(
     assert not checkout_dir.exists()
     assert flamenco.state.jobs == {}
 
+    # Flamenco Manager also removes jobs/ itself once its last checkout is gone (Go's
+    # EraseCheckout removes the parent when empty); the next submission still works.
+    Path(jobs_dir).rmdir()
+    again = shaman_submit(blend, "--manager", gateway.url, "--project", project, *SETTINGS, env=env)
+    assert again.returncode == 0, again.stderr
+    (_, job) = flamenco.received_jobs
+    assert (Path(jobs_dir) / job["storage"]["shaman_checkout_id"]).is_dir()
+
 
 def test_deleting_a_job_through_the_gateway_removes_its_nested_checkout(
     gateway: RunningGateway, project: Path, env: dict[str, str]
@@ -96,12 +107,7 @@ def test_deleting_a_job_through_the_gateway_removes_its_nested_checkout(
         gateway.url,
         "--checkout-path",
         "shot-010/lighting",
-        "--set",
-        "frames=1",
-        "--set",
-        f"render_output_root={project}/render",
-        "--set",
-        "format=PNG",  # these blends render to FFMPEG, which the job type refuses
+        *SETTINGS,
         env=env,
     )
     assert run.returncode == 0, run.stderr

@@ -186,9 +186,10 @@ def test_a_websocket_relays_both_ways_and_passes_the_clients_close_on(gateway: R
             data = await ws.receive_bytes(timeout=10)
             protocol = ws.protocol
             await ws.close(code=4001, message=b"bye")
-        return text, data, protocol
+            answered_with = ws.close_code
+        return text, data, protocol, answered_with
 
-    assert run(go) == ("2probe", b"\x00\x01binary", "probe-v1")
+    assert run(go) == ("2probe", b"\x00\x01binary", "probe-v1", 4001)
     log = probes(gateway.flamenco)
     assert log.ws_messages == ["2probe", b"\x00\x01binary"]
     wait_for(lambda: log.ws_closed_with == [4001])

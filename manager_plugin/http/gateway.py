@@ -232,8 +232,12 @@ def _wants_websocket(request: web.Request) -> bool:
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
-async def _pump(source: WebSocket, sink: WebSocket) -> None:
-    """Copy messages from `source` to `sink` until `source` closes; pass its close on."""
+async def _pump(source: WebSocket, sink: WebSocket, closing: asyncio.Event) -> None:
+    """Copy messages from `source` to `sink` until `source` closes; pass its close on.
+
+    `closing` is shared by both directions: once one of them passes a close frame on,
+    the other direction's end of stream is that close being answered, not a failure.
+    """
     while True:
         msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
@@ -241,22 +245,26 @@ async def _pump(source: WebSocket, sink: WebSocket) -> None:
         elif msg.type == WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
         elif msg.type == WSMsgType.CLOSE:
+            closing.set()
             code = msg.data if isinstance(msg.data, int) and msg.data >= 1000 else 1000
             await sink.close(code=code, message=(msg.extra or "").encode())
-            await source.close()
+            await source.close(code=code)  # answered with the code it came with
             return
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            # Gone without a close frame: tell the other side the far end went away.
-            await sink.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"peer went away")
+            if not closing.is_set():
+                # Gone without a close frame: tell the other side the far end went away.
+                closing.set()
+                await sink.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"peer went away")
             return
 
 
 async def _relay(
     client_ws: web.WebSocketResponse, upstream_ws: aiohttp.ClientWebSocketResponse
 ) -> None:
+    closing = asyncio.Event()
     tasks = [
-        asyncio.ensure_future(_pump(client_ws, upstream_ws)),
-        asyncio.ensure_future(_pump(upstream_ws, client_ws)),
+        asyncio.ensure_future(_pump(client_ws, upstream_ws, closing)),
+        asyncio.ensure_future(_pump(upstream_ws, client_ws, closing)),
     ]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -41,16 +41,24 @@ shaman:
       period: 6h
 """
 
-# The same file after Flamenco's setup wizard or settings page saved it: its own struct
-# marshalled, so shaman.gateway is gone and durations are spelt Go's way.
+# The same file after Flamenco's setup wizard or settings page saved it (as Flamenco
+# 3.9-beta1 writes it after a PUT /api/v3/configuration/file): its own struct marshalled,
+# so shaman.gateway is gone and durations are spelt Go's way.
 REWRITTEN_BY_FLAMENCO = """\
+# Configuration file for Flamenco.
+# For an explanation of the fields, refer to the Settings tab in the Manager web interface.
+#
+# NOTE: this file will be overwritten by Flamenco Manager's web-based configuration system.
+#
+# This file was written on 2026-11-29 21:59:06 +00:00 by Flamenco 3.9-beta1
+
 _meta:
   version: 3
 manager_name: Flamenco
 database: flamenco-manager.sqlite
 database_check_period: 10m0s
 listen: 127.0.0.1:8081
-autodiscoverable: true
+autodiscoverable: false
 local_manager_storage_path: ./flamenco-manager-storage
 shared_storage_path: {storage}
 shaman:
@@ -65,11 +73,22 @@ task_fail_after_softfail_count: 3
 mqtt:
   client:
     enabled: false
+    broker: ""
+    clientID: flamenco
+    topic_prefix: flamenco
+    username: ""
+    password: ""
 variables:
   blender:
     values:
-    - platform: linux
+    - audience: all
+      platform: linux
       value: blender
+  blenderArgs:
+    values:
+    - audience: all
+      platform: all
+      value: -b -y
 """
 
 

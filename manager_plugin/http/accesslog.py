@@ -28,6 +28,8 @@ async def access_log_middleware(
         status = response.status
         if isinstance(response, web.Response):
             sent = response.content_length or 0
+        else:  # streamed (e.g. forwarded by the gateway): bytes written, its head included
+            sent = response.body_length
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -8,30 +8,38 @@ Usage (fixtures are registered in tests/conftest.py):
         flamenco.received_jobs  # exact JSON of each POST /api/v3/jobs (+ .received_checks)
     flamenco_factory(shaman_enabled=False) / .refuse("msg") / .go_away_after_checkout() / .stop()
 
-Flamenco facts modelled here (from its OpenAPI document, Go handlers and job-type script, 3.9 era):
+Flamenco facts modelled here (from its OpenAPI document, Go handlers and job-type scripts, and
+checked against a Flamenco 3.9 Manager built from source and run on loopback):
 - `GET /api/v3/version` {version, shortversion, name, git}; `GET /api/v3/configuration`
   {storageLocation, shamanEnabled, isFirstRun}, storageLocation being `<storage>/jobs` when Shaman
   is on; `GET /api/v3/configuration/shared-storage/{audience}/{platform}` {location, audience,
-  platform, shamanEnabled} (audience `users`/`workers`, anything else 400).
-- `GET /api/v3/jobs/types` {"job_types": [...]}, `GET /api/v3/jobs/type/{name}` (404 "no such job
-  type known"); each type has an `etag`, the SHA-256 of its definition, which changes when the
-  definition does. `simple-blender-render` carries Flamenco's settings (keys, types, subtypes,
-  `eval` expressions, `evalInfo`, visibility, required, defaults, propargs).
-- `POST /api/v3/jobs/check` and `POST /api/v3/jobs` compile the job: unknown type 400 "job type
-  unknown"; a non-empty, stale `type_etag` 412; the compiler's refusal 400 with its message
-  (simple-blender-render refuses video formats FFMPEG/AVI_RAW/AVI_JPEG and a missing
-  render_output_path); a body that isn't a SubmittedJob 400. Check answers 204, submit 200 with the
-  Job (SubmittedJob + id, created, updated, status, activity, steps_completed, steps_total), its
-  settings as compiled (`{timestamp}` in render_output_path filled in).
-- `GET/DELETE /api/v3/jobs/{id}` (400 for a non-UUID, 404 "no such job"); deletion removes
-  `jobs/<storage.shaman_checkout_id>` and its parent when empty, only when Shaman is on.
+  platform, shamanEnabled} (the audience is not validated).
+- `GET /api/v3/jobs/types` {"job_types": [...]} sorted by name, `GET /api/v3/jobs/type/{name}`
+  (404 "no such job type known"); each type has an `etag`, a SHA-1 of its definition, which
+  changes when the definition does. `simple-blender-render` and `echo-sleep-test` carry
+  Flamenco's settings (keys, types, subtypes, `eval` expressions, `evalInfo`, visibility,
+  required, defaults, propargs); `settings-test` is ours (one setting of each kind).
+- `POST /api/v3/jobs/check` and `POST /api/v3/jobs` compile the job: a body that isn't a
+  SubmittedJob 400 `{"message": "request body has an error: ..."}` (the validator's, no "code");
+  unknown type 400 "job type unknown"; a non-empty, stale `type_etag` 412; the compiler's refusal
+  400 with its message (simple-blender-render refuses video formats FFMPEG/AVI_RAW/AVI_JPEG with
+  Goja's "at compileJob (...)" suffix, and a missing render_output_path). Check answers 204;
+  submit 200 with the Job as Go stores it (no type_etag, empty submitter_platform, settings as
+  compiled: `{timestamp}` in render_output_path filled in); an unknown worker_tag ID is 500
+  "error persisting job in database".
+- `GET/DELETE /api/v3/jobs/{id}` (400 "job ID not valid" for a non-UUID, 404 "no such job");
+  deletion removes `jobs/<storage.shaman_checkout_id>` and its parent when empty, only when
+  Shaman is on.
 - `GET /api/v3/worker-mgt/tags` {"tags": [{id, name, description}]}.
 - Shaman under /api/v3/shaman, served by forwarding to this project's own server, answered as Go
   does: a stored upload is 200 with an empty body (not 204); every checkout error is 500
   "unexpected error: ..." (missing files: "unexpected error: unknown files requested in
-  checkout"); X-Shaman-Original-Filename is RFC 2047-decoded like Go's mime.WordDecoder (400 on an
-  undecodable value); no batch-upload extension (404, echo's JSON `{"message": "Not Found"}`);
-  503 "shaman server not active" when Shaman is off; idle keep-alive connections closed after 1 s.
+  checkout"); X-Shaman-Original-Filename is RFC 2047-decoded like Go's mime.WordDecoder
+  (malformed words kept as they are, 400 for a charset it cannot decode); no batch-upload
+  extension (404, echo's JSON `{"message": "Not Found"}`); 503 "shaman server not active" when
+  Shaman is off. Idle keep-alive connections are closed after 1 s: a harsher condition than the
+  3.9 Manager built here (it kept an idle connection open for over 30 s), kept so the client's
+  reconnecting is exercised.
 
 Extending: a route set is a function `setup(app, standin)`; append it to ROUTE_SETS (or pass
 `extra_routes=[...]` to the factory). Unrouted paths answer echo's 404 through a middleware, so a
@@ -71,6 +79,7 @@ VIDEO_FORMATS = ("FFMPEG", "AVI_RAW", "AVI_JPEG")
 SIMPLE_BLENDER_RENDER: dict[str, Any] = {
     "name": "simple-blender-render",
     "label": "Simple Blender Render",
+    "description": "Render a sequence of frames, and create a preview video file",
     "settings": [
         {
             "key": "frames",
@@ -149,29 +158,55 @@ SIMPLE_BLENDER_RENDER: dict[str, Any] = {
             "visible": "hidden",
             "description": "Whether Blender will render preview images.",
         },
+        {
+            "key": "scene",
+            "type": "string",
+            "required": True,
+            "eval": "C.scene.name",
+            "visible": "web",
+            "description": "Name of the scene to render.",
+        },
     ],
 }
 
-# A second type, in the spirit of Flamenco's test job types: choices, a bool, a required string.
+# Flamenco's own test job type (no blendfile setting).
 ECHO_SLEEP_TEST: dict[str, Any] = {
     "name": "echo-sleep-test",
     "label": "Echo Sleep Test",
-    "description": "Echo a message, then sleep; for testing the farm.",
     "settings": [
-        {"key": "message", "type": "string", "required": True, "default": "Blender is {blender}"},
-        {"key": "sleep_duration_seconds", "type": "int32", "default": 1, "propargs": {"min": 0}},
+        {"key": "message", "type": "string", "required": True},
+        {"key": "sleep_duration_seconds", "type": "int32", "default": 1},
+        {"key": "sleep_repeats", "type": "int32", "default": 1},
+    ],
+}
+
+# Not Flamenco's: one setting of each kind a UI must draw (choices, bool, float, a default,
+# a visible expression with its toggle, propargs).
+SETTINGS_TEST: dict[str, Any] = {
+    "name": "settings-test",
+    "label": "Settings Test",
+    "description": "A stand-in job type with one setting of each kind",
+    "settings": [
+        {"key": "message", "type": "string", "required": True, "default": "hello"},
         {"key": "mode", "type": "string", "choices": ["echo", "sleep", "both"], "default": "both"},
         {"key": "loud", "type": "bool", "default": False, "visible": "submission"},
+        {"key": "scale", "type": "float", "default": 1.5, "propargs": {"min": 0.0, "max": 10.0}},
+        {
+            "key": "frames",
+            "type": "string",
+            "eval": "f'{C.scene.frame_start}-{C.scene.frame_end}'",
+            "evalInfo": {"showLinkButton": True, "description": "Scene frame range"},
+        },
         {"key": "blendfile", "type": "string", "required": True, "visible": "web"},
     ],
 }
 
-DEFAULT_JOB_TYPES = (SIMPLE_BLENDER_RENDER, ECHO_SLEEP_TEST)
+DEFAULT_JOB_TYPES = (SIMPLE_BLENDER_RENDER, ECHO_SLEEP_TEST, SETTINGS_TEST)
 
 
 def job_type_etag(definition: dict[str, Any]) -> str:
     body = {k: v for k, v in definition.items() if k != "etag"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()  # Go: 40 hex
 
 
 def with_etag(definition: dict[str, Any]) -> dict[str, Any]:
@@ -207,11 +242,15 @@ _KNOWN_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1", "us-ascii": "ascii
 
 
 class HeaderDecodeError(ValueError):
-    pass
+    """Go answers 400: a charset it cannot decode."""
+
+
+class _MalformedWord(ValueError):
+    """Bad base64 or Q text: Go keeps such a word as it is."""
 
 
 def decode_rfc2047(value: str) -> str:
-    """Decode encoded-words; malformed words stay as they are, undecodable ones raise."""
+    """Decode encoded-words; malformed ones stay as they are, an unknown charset raises."""
     out: list[str] = []
     pos = 0
     previous_was_word = False
@@ -223,9 +262,16 @@ def decode_rfc2047(value: str) -> str:
             pos = match.end()
             previous_was_word = False
             continue
+        try:
+            decoded = _decode_word(charset, encoding, text)
+        except _MalformedWord:
+            out.append(value[pos : match.end()])
+            pos = match.end()
+            previous_was_word = False
+            continue
         if not (previous_was_word and between.strip(" \t") == ""):
             out.append(between)
-        out.append(_decode_word(charset, encoding, text))
+        out.append(decoded)
         pos = match.end()
         previous_was_word = True
     out.append(value[pos:])
@@ -240,7 +286,7 @@ def _decode_word(charset: str, encoding: str, text: str) -> str:
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise HeaderDecodeError(str(exc)) from exc
+            raise _MalformedWord(str(exc)) from exc
     else:
         raw = _decode_q(text)
     return raw.decode(codec, errors="replace")
@@ -256,13 +302,13 @@ def _decode_q(text: str) -> bytes:
         elif char == "=":
             pair = text[i + 1 : i + 3]
             if len(pair) != 2 or not all(c in "0123456789abcdefABCDEF" for c in pair):
-                raise HeaderDecodeError(f"mime: invalid RFC 2047 encoded-word {text!r}")
+                raise _MalformedWord(text)
             out.append(int(pair, 16))
             i += 2
         elif 32 <= ord(char) <= 126:
             out.append(ord(char))
         else:
-            raise HeaderDecodeError(f"mime: invalid RFC 2047 encoded-word {text!r}")
+            raise _MalformedWord(text)
         i += 1
     return bytes(out)
 
@@ -290,7 +336,11 @@ def compile_simple_blender_render(settings: dict[str, Any], created: datetime) -
     """Refuse what Flamenco's script refuses; fill in {timestamp}; return the task count."""
     fmt = settings.get("format")
     if fmt in VIDEO_FORMATS:
-        raise JobCompileError(f'This job type only renders images, and not "{fmt}"')
+        # Goja appends where in the script the exception was thrown.
+        raise JobCompileError(
+            f'This job type only renders images, and not "{fmt}" at compileJob '
+            "(simple_blender_render.js:70:9(27))"
+        )
     output = settings.get("render_output_path")
     if not output:
         raise JobCompileError("no render_output_path setting!")
@@ -314,19 +364,27 @@ COMPILERS: dict[str, Callable[[dict[str, Any], datetime], int]] = {
 _SUBMITTED_JOB_REQUIRED = {"name": str, "type": str, "priority": int, "submitter_platform": str}
 
 
+class InvalidRequestBody(Exception):
+    """Flamenco's OpenAPI request validator refused the body: 400 {"message"} (no "code")."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"request body has an error: {problem}")
+
+
 def validate_submitted_job(body: Any) -> dict[str, Any]:
     """The request validator's job: a SubmittedJob object with its required fields typed."""
+    schema = "doesn't match schema #/components/schemas/SubmittedJob"
     if not isinstance(body, dict):
-        raise JobCompileError("invalid format")
+        raise InvalidRequestBody(f"{schema}: value must be an object")
     for key, kind in _SUBMITTED_JOB_REQUIRED.items():
         value = body.get(key)
         if value is None:
-            raise JobCompileError(f'request body has an error: property "{key}" is missing')
+            raise InvalidRequestBody(f'{schema}: Error at "/{key}": property "{key}" is missing')
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise JobCompileError(f'request body has an error: property "{key}" has a wrong type')
+            raise InvalidRequestBody(f'{schema}: Error at "/{key}": value has a wrong type')
     for key in ("settings", "metadata", "storage"):
         if key in body and not isinstance(body[key], dict):
-            raise JobCompileError(f'request body has an error: property "{key}" must be an object')
+            raise InvalidRequestBody(f'{schema}: Error at "/{key}": value must be an object')
     return body
 
 
@@ -563,9 +621,7 @@ def setup_meta_routes(app: web.Application, standin: FlamencoStandin) -> None:
         )
 
     async def shared_storage(request: web.Request) -> web.Response:
-        audience = request.match_info["audience"]
-        if audience not in ("users", "workers"):
-            return _error(400, f"invalid audience {_go_quote(audience)}")
+        audience = request.match_info["audience"]  # Go does not validate it
         return web.json_response(
             {
                 "location": str(state.effective_storage),
@@ -590,7 +646,8 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
     state = standin.state
 
     async def job_types(request: web.Request) -> web.Response:
-        answer = web.json_response({"job_types": list(state.job_types.values())})
+        listed = [state.job_types[name] for name in sorted(state.job_types)]
+        answer = web.json_response({"job_types": listed})
         for name in list(state.change_after_listing):
             state.change_after_listing.discard(name)
             edited = dict(state.job_types[name])
@@ -608,7 +665,7 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise JobCompileError("invalid format") from exc
+            raise InvalidRequestBody(f"failed to decode request body: {exc}") from exc
         log.append(body)
         return validate_submitted_job(body)
 
@@ -626,6 +683,8 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
         return settings, compiler(settings, created)
 
     def compile_answer(exc: Exception) -> web.Response:
+        if isinstance(exc, InvalidRequestBody):
+            return web.json_response({"message": str(exc)}, status=400)
         if isinstance(exc, JobTypeBadEtag):
             return _error(
                 412, "rejecting job because its settings are outdated, refresh the job type"
@@ -636,7 +695,7 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
         try:
             body = await read_job(request, state.received_checks)
             compile_job(body, datetime.now(UTC))
-        except (JobCompileError, JobTypeBadEtag) as exc:
+        except (JobCompileError, JobTypeBadEtag, InvalidRequestBody) as exc:
             return compile_answer(exc)
         return web.Response(status=204)
 
@@ -644,21 +703,30 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
         created = datetime.now(UTC)
         try:
             body = await read_job(request, state.received_jobs)
-            settings, tasks = compile_job(body, created)
-        except (JobCompileError, JobTypeBadEtag) as exc:
+            settings, _tasks = compile_job(body, created)
+        except (JobCompileError, JobTypeBadEtag, InvalidRequestBody) as exc:
             return compile_answer(exc)
+        tag = body.get("worker_tag")
+        if tag and tag not in {t["id"] for t in state.worker_tags}:
+            return _error(500, "error persisting job in database")  # what Go answers
         stamp = created.isoformat().replace("+00:00", "Z")
+        # As Go answers it: no type_etag, an empty submitter_platform (neither is stored).
         job = {
-            **body,
-            "settings": settings,
             "metadata": dict(body.get("metadata") or {}),
+            "name": body["name"],
+            "priority": body["priority"],
+            "settings": settings,
+            **({"storage": body["storage"]} if body.get("storage") else {}),
+            **({"worker_tag": tag} if tag else {}),
+            "submitter_platform": "",
+            "type": body["type"],
             "id": str(uuid.uuid4()),
             "created": stamp,
             "updated": stamp,
             "status": body.get("initial_status") or "queued",
             "activity": "",
             "steps_completed": 0,
-            "steps_total": tasks,
+            "steps_total": 0,  # counted by the Manager later
         }
         state.jobs[job["id"]] = job
         return web.json_response(job)
@@ -668,7 +736,7 @@ def setup_job_routes(app: web.Application, standin: FlamencoStandin) -> None:
         try:
             uuid.UUID(job_id)
         except ValueError:
-            return _error(400, "job ID should be a UUID")
+            return _error(400, "job ID not valid")
         job = state.jobs.get(job_id)
         return job if job is not None else _error(404, "no such job")
 

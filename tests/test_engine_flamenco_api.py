@@ -24,7 +24,7 @@ def job_for(api: FlamencoAPI, **changes) -> dict:
         "type_etag": kind.etag,
         "priority": 50,
         "submitter_platform": "linux",
-        "settings": {"message": "hi", "blendfile": "{jobs}/c/x.blend"},
+        "settings": {"message": "hi"},
         "metadata": {},
         "storage": {"shaman_checkout_id": "c"},
     }
@@ -36,7 +36,8 @@ def test_information_calls(api, flamenco):
     assert api.version()["shortversion"] == "3.9"
     storage = api.shared_storage("windows")
     assert (storage["platform"], storage["location"]) == ("windows", str(flamenco.jobs))
-    assert [t.name for t in api.job_types()] == ["simple-blender-render", "echo-sleep-test"]
+    names = [t.name for t in api.job_types()]
+    assert names == ["echo-sleep-test", "settings-test", "simple-blender-render"]
     assert [t["name"] for t in api.worker_tags()] == ["GPU"]
 
 

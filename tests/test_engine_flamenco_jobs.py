@@ -20,6 +20,7 @@ RENDER_SETTINGS = {
     "format": "PNG",
     "image_file_extension": ".png",
     "has_previews": False,
+    "scene": "Scene",
 }
 
 
@@ -75,6 +76,7 @@ def test_the_manager_receives_the_job_flamenco_would_send(flamenco, blends):
                 "image_file_extension": ".png",
                 "has_previews": False,
                 "blendfile": f"{{jobs}}/{used}/linked_cube.blend",
+                "scene": "Scene",
             },
             "metadata": {},
             "storage": {"shaman_checkout_id": used},
@@ -132,7 +134,7 @@ def test_an_unknown_job_type_is_one_line_and_nothing_is_sent(flamenco, blends):
         submit(flamenco, blends / "linked_cube.blend", render_job(type="nope"))
     assert str(info.value) == (
         f"the Manager at {flamenco.url} has no job type 'nope' "
-        "(it has: simple-blender-render, echo-sleep-test)"
+        "(it has: echo-sleep-test, settings-test, simple-blender-render)"
     )
     assert flamenco.received_checks == []
     assert_nothing_sent(flamenco)

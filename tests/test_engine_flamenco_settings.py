@@ -38,7 +38,9 @@ def _blender(frame_start=1, frame_end=250, fmt="PNG", ext=".png", fps=24, fps_ba
         image_settings=SimpleNamespace(file_format=fmt, use_preview=False),
     )
     context = SimpleNamespace(
-        scene=SimpleNamespace(frame_start=frame_start, frame_end=frame_end, render=render)
+        scene=SimpleNamespace(
+            name="Scene", frame_start=frame_start, frame_end=frame_end, render=render
+        )
     )
     return bpy, context
 
@@ -56,8 +58,9 @@ def test_parsing_keeps_every_field_of_a_setting():
     )
     assert render.setting("chunk_size").default == 1
     assert render.setting("render_output_root").display_label == "Render Output Root"
-    assert render.takes_blendfile and len(render.etag) == 64
-    assert _types()["echo-sleep-test"].setting("mode").choices == ("echo", "sleep", "both")
+    assert render.takes_blendfile and len(render.etag) == 40
+    assert _types()["settings-test"].setting("mode").choices == ("echo", "sleep", "both")
+    assert not _types()["echo-sleep-test"].takes_blendfile
 
 
 def test_namespace_has_exactly_flamencos_names():
@@ -220,4 +223,4 @@ def test_without_blender_expressions_fall_back_to_defaults():
     render = _types()["simple-blender-render"]
     filled = fill_settings(render, {"frames": "1"}, evaluate=False)
     assert "fps" not in filled.values and filled.values["chunk_size"] == 1
-    assert set(filled.missing) == {"render_output_root", "format", "image_file_extension"}
+    assert set(filled.missing) == {"render_output_root", "format", "image_file_extension", "scene"}

@@ -134,7 +134,7 @@ def test_status_codes_and_error_bodies_are_the_upstreams(gateway: RunningGateway
     answer = requests.get(gateway.api("api/v3/jobs/not-a-uuid"))
     assert (answer.status_code, answer.json()) == (
         400,
-        {"code": 400, "message": "job ID should be a UUID"},
+        {"code": 400, "message": "job ID not valid"},
     )
     answer = requests.get(gateway.api("no/such/page"))
     assert (answer.status_code, answer.json()) == (404, {"message": "Not Found"})

@@ -127,6 +127,7 @@ def test_the_job_id_is_last_and_the_manager_got_the_job_with_the_scenes_settings
             "image_file_extension": ".png",
             "has_previews": False,
             "blendfile": farm_path,
+            "scene": "Scene",
         },
         "metadata": {},
         "storage": {"shaman_checkout_id": checkout},
@@ -180,7 +181,7 @@ def test_a_refused_check_exits_1_with_one_line_and_sends_no_file(flamenco, proje
         run,
         flamenco,
         f"the Manager at {flamenco.url} refused the job: This job type only renders images, "
-        'and not "FFMPEG"',
+        'and not "FFMPEG" at compileJob (simple_blender_render.js:70:9(27))',
     )
 
 
@@ -192,7 +193,7 @@ def test_an_unknown_job_type_exits_1_with_one_line(flamenco, project, env):
         run,
         flamenco,
         f"the Manager at {flamenco.url} has no job type 'nope' "
-        "(it has: simple-blender-render, echo-sleep-test)",
+        "(it has: echo-sleep-test, settings-test, simple-blender-render)",
     )
     assert flamenco.received_checks == []
 

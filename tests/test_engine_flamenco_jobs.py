@@ -101,16 +101,20 @@ def test_the_check_has_a_placeholder_blendfile_and_comes_before_any_upload(flame
     assert paths.index("/api/v3/jobs") > checkout
 
 
-def test_priority_worker_tag_and_metadata_go_with_the_job(flamenco, blends):
+def test_priority_worker_tag_metadata_and_initial_status_go_with_the_job(flamenco, blends):
     tag = flamenco.state.worker_tags[0]["id"]
-    job = render_job(priority=80, worker_tag=tag, metadata={"project": "Sprite"})
-    submit(flamenco, blends / "basic_file.blend", job)
+    job = render_job(
+        priority=80, worker_tag=tag, metadata={"project": "Sprite"}, initial_status="paused"
+    )
+    result = submit(flamenco, blends / "basic_file.blend", job)
     (sent,) = flamenco.received_jobs
     assert (sent["priority"], sent["worker_tag"], sent["metadata"]) == (
         80,
         tag,
         {"project": "Sprite"},
     )
+    assert sent["initial_status"] == "paused"
+    assert flamenco.state.jobs[result.job_id]["status"] == "paused"
 
 
 def test_a_refused_check_shows_the_managers_message_and_uploads_nothing(flamenco, blends):

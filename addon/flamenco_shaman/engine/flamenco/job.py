@@ -25,6 +25,7 @@ class JobSpec:
     worker_tag: str | None = None  # a worker tag ID, or None for any worker
     settings: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    initial_status: str | None = None  # e.g. "paused" (Flamenco's "submit as paused"); None: queued
 
 
 def submitter_platform() -> str:
@@ -58,4 +59,6 @@ def submitted_job(
         job["storage"] = {"shaman_checkout_id": checkout_id}
     if spec.worker_tag:
         job["worker_tag"] = spec.worker_tag
+    if spec.initial_status:
+        job["initial_status"] = spec.initial_status
     return job

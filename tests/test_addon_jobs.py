@@ -84,24 +84,25 @@ settings.worker_tag_menu = tag.id
 outcome, error = call(bpy.ops.flamenco_shaman.submit)
 state = bpy.context.window_manager.flamenco_shaman
 finished = draw(panel.draw_panel, bpy.context)
+result = dict(job_id=state.job_id, job_name=state.job_name, job_url=state.job_url)
+result.update(farm_path=state.farm_path, checkout_path=state.checkout_path)
+result.update(job_type=settings.job_type, worker_tag=settings.worker_tag)
+bpy.ops.preferences.addon_disable(module=EXTENSION)
+left_over = [name for name in dir(bpy.types) if name.startswith("FLAMENCO_SHAMAN_PG_")]
+left_over += [n for n in ("flamenco_shaman_job_settings",) if hasattr(bpy.types.Scene, n)]
 done(
+    **result,
+    left_over=left_over,
     before_refresh=before_refresh,
     refreshed=refreshed,
     job_types=[t.name for t in catalog.current.job_types],
-    job_type=settings.job_type,
     worker_tags=[[t.id, t.name] for t in catalog.current.worker_tags],
-    worker_tag=settings.worker_tag,
     live=live,
     idle=idle,
     other_type=other_type,
     other_props=other_props,
     outcome=outcome,
     error=error,
-    job_id=state.job_id,
-    job_name=state.job_name,
-    job_url=state.job_url,
-    farm_path=state.farm_path,
-    checkout_path=state.checkout_path,
     scene_name=scene.name,
     file_format=scene.render.image_settings.file_format,
     file_extension=scene.render.file_extension,
@@ -216,6 +217,10 @@ def test_panel_shows_the_job_and_a_button_to_its_web_page(session, farm):
     assert [kind for kind, text in finished if text == session["farm_path"]] == ["label"]
 
 
+def test_disabling_the_add_on_unregisters_the_job_type_properties(session):
+    assert session["left_over"] == []
+
+
 # --- Background mode: the Manager from the environment ---------------------------------------
 
 BACKGROUND = """
@@ -260,6 +265,16 @@ def test_background_submit_uses_the_manager_from_the_environment(addon_zip, farm
 
 # --- Refusals: nothing is uploaded ----------------------------------------------------------
 
+# An editable field with an expression and no link button: filled while empty.
+NAMED_TYPE = {
+    "name": "named-output",
+    "label": "Named Output",
+    "settings": [
+        {"key": "title", "type": "string", "eval": "jobname.upper()"},
+        {"key": "blendfile", "type": "string", "required": True, "visible": "web"},
+    ],
+}
+
 BROKEN_TYPE = {
     "name": "broken-eval",
     "label": "Broken Expression",
@@ -280,6 +295,19 @@ bpy.ops.wm.open_mainfile(filepath=sys.argv[3])
     + """
 settings = bpy.context.scene.flamenco_shaman
 call(bpy.ops.flamenco_shaman.refresh_job_types)
+named = job_type_props.group_of(bpy.context.scene, catalog.current.job_type("named-output"))
+filled = named.title
+named.title = "typed by the artist"
+settings.job_type = "named-output"
+reevaluated = list(call(bpy.ops.flamenco_shaman.eval_setting, setting_key="title"))
+reevaluated.append(named.title)
+
+# A fetch still under way (never started here): the panel says so and offers Cancel.
+catalog.pending = catalog.CatalogFetch("http://127.0.0.1:1/")
+waiting = draw(panel.draw_panel, bpy.context)
+cancelled = list(call(bpy.ops.flamenco_shaman.cancel)) + [catalog.pending.cancelled]
+catalog.pending = None
+
 settings.job_type = "broken-eval"
 broken = call(bpy.ops.flamenco_shaman.submit)
 broken_drawn = draw(panel.draw_panel, bpy.context)
@@ -289,6 +317,10 @@ settings.job_type = "simple-blender-render"
 refused = call(bpy.ops.flamenco_shaman.submit)
 state = bpy.context.window_manager.flamenco_shaman
 done(
+    filled=filled,
+    reevaluated=reevaluated,
+    waiting=waiting,
+    cancelled=cancelled,
     broken=broken,
     broken_drawn=broken_drawn,
     unknown=unknown,
@@ -304,7 +336,9 @@ done(
 def refusals(addon_zip, tmp_path_factory) -> tuple[dict, FlamencoStandin]:  # noqa: F811
     work = tmp_path_factory.mktemp("refusals")
     (work / "storage").mkdir()
-    standin = FlamencoStandin(work / "storage", job_types=(SIMPLE_BLENDER_RENDER, BROKEN_TYPE))
+    standin = FlamencoStandin(
+        work / "storage", job_types=(SIMPLE_BLENDER_RENDER, NAMED_TYPE, BROKEN_TYPE)
+    )
     standin.start()
     try:
         standin.refuse('This job type only renders images, and not "FFMPEG"')
@@ -312,6 +346,23 @@ def refusals(addon_zip, tmp_path_factory) -> tuple[dict, FlamencoStandin]:  # no
     finally:
         standin.stop()
     return report, standin
+
+
+def test_empty_field_with_an_expression_is_filled_on_refresh(refusals):
+    report, _ = refusals
+    assert report["filled"] == "BASIC_FILE"  # jobname: the blend file's name
+
+
+def test_evaluate_button_puts_the_automatic_value_back(refusals):
+    report, _ = refusals
+    assert report["reevaluated"] == [["FINISHED"], "", "BASIC_FILE"]
+
+
+def test_a_pending_job_type_fetch_is_shown_and_can_be_cancelled(refusals):
+    report, _ = refusals
+    assert ["label", "Asking http://127.0.0.1:1/ for its job types ..."] in report["waiting"]
+    assert ["operator", "flamenco_shaman.cancel"] in report["waiting"]
+    assert report["cancelled"] == [["FINISHED"], "", True]
 
 
 def test_failing_expression_names_the_setting_and_sends_nothing(refusals):

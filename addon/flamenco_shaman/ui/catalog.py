@@ -65,6 +65,7 @@ class CatalogFetch:
         self.url = url
         self.catalog: Catalog | None = None
         self.error: str | None = None
+        self.cancelled = False  # the artist gave up waiting; whoever started it stops
         self._done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(token,), name="flamenco-shaman-job-types", daemon=True
@@ -88,10 +89,27 @@ class CatalogFetch:
     def done(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def waiting(self) -> bool:
+        """Still running and still wanted."""
+        return not self.done and not self.cancelled
+
+    def cancel(self) -> None:
+        # The HTTP call can't be interrupted; it is bounded by the client's timeouts and
+        # its answer is ignored.
+        self.cancelled = True
+
 
 current: Catalog | None = None
 last_error: str | None = None
-pending: CatalogFetch | None = None
+pending: CatalogFetch | None = None  # the fetch the panel shows as under way
+
+
+def start_fetch(url: str, token: str | None = None) -> CatalogFetch:
+    """A fetch in its thread, shown by the panel (with Cancel) until it ends."""
+    global pending
+    pending = CatalogFetch(url, token).start()
+    return pending
 
 
 def for_url(url: str) -> Catalog | None:

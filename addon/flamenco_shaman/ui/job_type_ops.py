@@ -49,10 +49,11 @@ class FLAMENCO_SHAMAN_OT_refresh_job_types(bpy.types.Operator):
     bl_label = "Refresh from Manager"
 
     _timer = None
+    _fetch: "catalog.CatalogFetch | None" = None
 
     @classmethod
     def poll(cls, context: "bpy.types.Context") -> bool:
-        return catalog.pending is None or catalog.pending.done
+        return catalog.pending is None or not catalog.pending.waiting
 
     def execute(self, context: "bpy.types.Context") -> set[str]:
         try:
@@ -67,7 +68,7 @@ class FLAMENCO_SHAMAN_OT_refresh_job_types(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         # An unreachable host can take seconds to time out; keep the UI responsive.
-        catalog.pending = catalog.CatalogFetch(*manager_of(context)).start()
+        self._fetch = catalog.start_fetch(*manager_of(context))
         wm = context.window_manager
         self._timer = wm.event_timer_add(POLL_SECONDS, window=context.window)
         wm.modal_handler_add(self)
@@ -75,13 +76,14 @@ class FLAMENCO_SHAMAN_OT_refresh_job_types(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context: "bpy.types.Context", event: "bpy.types.Event") -> set[str]:
-        pending = catalog.pending
-        if event.type != "TIMER" or (pending is not None and not pending.done):
+        fetch = self._fetch
+        if event.type != "TIMER" or fetch is None or fetch.waiting:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
-        catalog.pending = None
         redraw_properties(context)
-        fetched = catalog.publish(pending) if pending is not None else None
+        if fetch.cancelled:
+            return {"CANCELLED"}
+        fetched = catalog.publish(fetch)
         if fetched is None:
             self.report({"ERROR"}, f"Cannot get the job types: {catalog.last_error}")
             return {"CANCELLED"}

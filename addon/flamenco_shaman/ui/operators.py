@@ -159,7 +159,7 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         offer = catalog.for_url(url)
         if offer is None:
             # Job types not known yet: fetch them first, without blocking the UI.
-            self._fetch = catalog.CatalogFetch(url, token).start()
+            self._fetch = catalog.start_fetch(url, token)
         elif not self._start(context, offer):
             return {"CANCELLED"}
         wm = context.window_manager
@@ -181,8 +181,13 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
             return {"PASS_THROUGH"}
         redraw_properties(context)
         if self._fetch is not None:
-            if not self._fetch.done:
+            if self._fetch.waiting:
                 return {"PASS_THROUGH"}
+            if self._fetch.cancelled:
+                context.window_manager.event_timer_remove(self._timer)
+                context.window_manager.flamenco_shaman.error = "Submission cancelled"
+                self.report({"WARNING"}, "Submission cancelled")
+                return {"CANCELLED"}
             fetched = catalog.publish(self._fetch)
             self._fetch = None
             if fetched is None:
@@ -208,9 +213,12 @@ class FLAMENCO_SHAMAN_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return job.current is not None and job.current.running
+        running = job.current is not None and job.current.running
+        return running or (catalog.pending is not None and catalog.pending.waiting)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if catalog.pending is not None:
+            catalog.pending.cancel()
         job.cancel_current(wait=0.0)
         self.report({"INFO"}, "Cancelling submission")
         return {"FINISHED"}

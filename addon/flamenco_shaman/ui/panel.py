@@ -58,8 +58,10 @@ def _draw_job(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row.operator("flamenco_shaman.refresh_job_types", text="", icon="FILE_REFRESH")
     col.prop(settings, "worker_tag_menu")
     pending = catalog.pending
-    if pending is not None and not pending.done:
-        layout.label(text=f"Asking {pending.url} for its job types ...", icon="SORTTIME")
+    if pending is not None and pending.waiting:
+        row = layout.row()
+        row.label(text=f"Asking {pending.url} for its job types ...", icon="SORTTIME")
+        row.operator("flamenco_shaman.cancel", text="", icon="CANCEL")
     elif catalog.last_error:
         layout.label(text=catalog.last_error, icon="ERROR")
     if catalog.current is None:

@@ -35,6 +35,9 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         if job.current is not None and job.current.running:
             self.report({"ERROR"}, "A submission is already running; wait for it or cancel it")
             return False
+        if catalog.pending is not None and catalog.pending.waiting:
+            self.report({"ERROR"}, "Still asking the Manager for its job types; wait or cancel")
+            return False
         if not bpy.data.filepath:
             self.report({"ERROR"}, "Save the blend file first: the farm needs it on disk")
             return False

@@ -11,6 +11,7 @@ import bpy
 from ..engine import SubmitError
 from ..engine.flamenco.jobtypes import JobSetting, JobType
 from . import catalog, job, job_settings, job_spec, job_type_props
+from .preferences import manager_of
 
 MAX_MISSING_SHOWN = 10
 
@@ -68,6 +69,10 @@ def _draw_job(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         if not catalog.last_error:
             layout.label(text="Refresh to get the Manager's job types", icon="INFO")
         return
+    url = manager_of(context)[0]
+    if catalog.current.manager_url != url:
+        layout.label(text=f"Job types are from {catalog.current.manager_url}", icon="INFO")
+        layout.label(text=f"Refresh for {url}; Submit does that itself")
     job_type = catalog.current.job_type(settings.job_type)
     if job_type is None:
         layout.label(text=catalog.current.unknown_type_message(settings.job_type), icon="ERROR")

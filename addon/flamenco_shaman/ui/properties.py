@@ -22,7 +22,8 @@ def _job_type_menu_items(settings: "FLAMENCO_SHAMAN_PG_scene", context: object) 
     items = [(t.name, t.label or t.name, t.description or "") for t in known]
     if settings.job_type not in {item[0] for item in items}:
         # Not (yet) offered by the Manager: still show what the scene asks for.
-        items.insert(0, (settings.job_type, settings.job_type, "Not offered by the Manager"))
+        why = "Not offered by the Manager" if known else "Refresh to get the Manager's job types"
+        items.insert(0, (settings.job_type, settings.job_type, why))
     _job_type_items[:] = [(*item, index) for index, item in enumerate(items)]
     return _job_type_items
 

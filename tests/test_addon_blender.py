@@ -573,7 +573,10 @@ class Layout:
     # No UILayout exists without a window; this stand-in checks every call against
     # UILayout's real API (functions, keyword names, icons, properties, operators).
     # Each call is recorded as [function, text]: the property name for prop(), the
-    # operator for operator(), the text for label(); a label's text keeps its icon too.
+    # operator for operator(), the text for label(). Greyed-out placeholders of text
+    # fields land in Layout.placeholders, by property name.
+    placeholders = {}
+
     def __init__(self, calls):
         object.__setattr__(self, "calls", calls)
 
@@ -593,6 +596,8 @@ class Layout:
                     assert value in params["icon"].enum_items, value
             if name == "prop":
                 assert args[1] in args[0].bl_rna.properties, args[1]
+                if "placeholder" in kwargs:
+                    Layout.placeholders[args[1]] = kwargs["placeholder"]
                 self.calls.append([name, args[1]])
                 return Layout(self.calls)
             if name == "operator":

@@ -65,6 +65,8 @@ kind = catalog.current.job_type("simple-blender-render")
 group = job_type_props.group_of(scene, kind)
 live = job_spec.fill(bpy.context, kind).values
 idle = draw(panel.draw_panel, bpy.context)
+placeholders = dict(Layout.placeholders)
+output_folder = os.path.dirname(bpy.path.abspath(scene.render.filepath))
 
 settings.job_type_menu = "settings-test"
 other_type = draw(panel.draw_panel, bpy.context)
@@ -99,6 +101,8 @@ done(
     worker_tags=[[t.id, t.name] for t in catalog.current.worker_tags],
     live=live,
     idle=idle,
+    placeholders=placeholders,
+    output_folder=output_folder,
     other_type=other_type,
     other_props=other_props,
     outcome=outcome,
@@ -145,6 +149,12 @@ def test_panel_draws_the_shown_settings_of_the_chosen_type(session):
     labels = [text for kind, text in drawn if kind == "label"]
     assert "Frames" in labels and "3-7  (Scene frame range)" in labels
     assert "Render Output Path" in labels
+
+
+def test_empty_fields_show_what_submit_will_use_instead(session):
+    assert session["placeholders"]["job_name"] == "basic_file"
+    assert session["placeholders"]["render_output_root"] == session["output_folder"]
+    assert session["live"]["render_output_root"] == session["output_folder"]
 
 
 def test_panel_evaluates_settings_in_blender(session):

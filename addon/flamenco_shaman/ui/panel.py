@@ -93,7 +93,6 @@ def _draw_job_settings(
         problem = ""
     except SubmitError as ex:
         values, problem = {}, str(ex)
-    fallbacks = job_spec.fallbacks_of(context.scene)
     col = layout.column(align=True)
     col.use_property_split = True
     col.use_property_decorate = False
@@ -103,11 +102,14 @@ def _draw_job_settings(
         stored = group is not None and setting.key in group.bl_rna.properties
         toggle = setting.show_link_button and stored
         if stored and not job_settings.follows_expression(setting, autoeval):
-            fallback = fallbacks.get(setting.key)
-            if fallback and job_settings.is_empty(getattr(group, setting.key)):
-                _prop_with_placeholder(row, group, setting.key, str(fallback))
-            else:
+            # An empty field shows, greyed out, what Submit will use instead (its
+            # expression's value, or the blend's answer such as the output folder).
+            typed = getattr(group, setting.key)
+            instead = values.get(setting.key) if job_settings.is_empty(typed) else None
+            if job_settings.is_empty(instead):
                 row.prop(group, setting.key)
+            else:
+                _prop_with_placeholder(row, group, setting.key, str(instead))
             if toggle:
                 row.prop(group, job_settings.autoeval_name(setting), text="", icon="UNLINKED")
             elif setting.eval:

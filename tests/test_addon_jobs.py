@@ -77,6 +77,15 @@ other_props = {
     for key in ("message", "mode", "loud", "scale")
 }
 settings.job_type_menu = "simple-blender-render"
+rna = group.bl_rna.properties
+components = rna["add_path_components"]
+rna_test = job_type_props.group_of(scene, catalog.current.job_type("settings-test")).bl_rna
+shapes = {
+    "render_output_root": [rna["render_output_root"].subtype, rna["render_output_root"].default],
+    "add_path_components": [components.hard_min, components.hard_max],
+    "chunk_size": [rna["chunk_size"].type, rna["chunk_size"].default],
+    "scale": [rna_test.properties["scale"].hard_min, rna_test.properties["scale"].hard_max],
+}
 
 group.render_output_root = render_root
 settings.job_name = "shot-010"
@@ -101,6 +110,7 @@ done(
     worker_tags=[[t.id, t.name] for t in catalog.current.worker_tags],
     live=live,
     idle=idle,
+    shapes=shapes,
     placeholders=placeholders,
     output_folder=output_folder,
     other_type=other_type,
@@ -155,6 +165,15 @@ def test_empty_fields_show_what_submit_will_use_instead(session):
     assert session["placeholders"]["job_name"] == "basic_file"
     assert session["placeholders"]["render_output_root"] == session["output_folder"]
     assert session["live"]["render_output_root"] == session["output_folder"]
+
+
+def test_fields_take_subtype_default_and_limits_from_the_definition(session):
+    assert session["shapes"] == {
+        "render_output_root": ["DIR_PATH", ""],
+        "add_path_components": [0, 32],
+        "chunk_size": ["INT", 1],
+        "scale": [0.0, 10.0],
+    }
 
 
 def test_panel_evaluates_settings_in_blender(session):

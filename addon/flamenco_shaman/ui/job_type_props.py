@@ -15,6 +15,7 @@ from typing import Any
 
 import bpy
 
+from ..engine.flamenco.evaluate import SettingValueError, coerce_value
 from ..engine.flamenco.jobtypes import JobSetting, JobType
 from . import job_settings
 from .catalog import Catalog
@@ -51,11 +52,28 @@ def can_store(setting: JobSetting) -> bool:
     )
 
 
-def _number(cast: type, value: Any, fallback: Any) -> Any:
+def _default(setting: JobSetting) -> Any:
+    """The Manager's default typed as the setting says; None when it has none or a bad one."""
+    if setting.default is None:
+        return None
+    try:
+        return coerce_value(setting, setting.default)
+    except SettingValueError as ex:
+        log.warning("Ignoring the Manager's default: %s", ex)
+        return None
+
+
+def _limit(value: Any, cast: type) -> Any:
     try:
         return cast(value)
     except (TypeError, ValueError):
-        return fallback
+        return None
+
+
+_NUMBERS = {
+    "int32": (int, bpy.props.IntProperty),
+    "float": (float, bpy.props.FloatProperty),
+}
 
 
 def _property(setting: JobSetting) -> Any:
@@ -64,34 +82,28 @@ def _property(setting: JobSetting) -> Any:
         "description": setting.description or "",
         "options": set(),
     }
-    default = setting.default
-    kind = setting.type
-    if kind == "string" and setting.choices:
-        items = [(str(c), str(c), "") for c in setting.choices]
+    default = _default(setting)
+    if default is not None:
+        common["default"] = default
+    if setting.type == "string" and setting.choices:
+        items = [(c, c, "") for c in setting.choices]
         _enum_items.append(items)
-        if default in setting.choices:
-            common["default"] = str(default)
         return bpy.props.EnumProperty(items=items, **common)
-    if kind == "string":
+    if setting.type == "string":
         subtype = _SUBTYPES.get(setting.subtype or "")
         if subtype:
             common["subtype"] = subtype
-        return bpy.props.StringProperty(default="" if default is None else str(default), **common)
-    cast, prop = {
-        "int32": (int, bpy.props.IntProperty),
-        "float": (float, bpy.props.FloatProperty),
-        "bool": (bool, bpy.props.BoolProperty),
-    }.get(kind, (None, None))
-    if prop is None:
-        raise ValueError(f"unknown setting type {kind!r}")
-    if default is not None:
-        common["default"] = _number(cast, default, cast())
-    if cast is not bool:
-        for key, value in (setting.propargs or {}).items():
-            if key in _PROPARGS:
-                # JSON has one number type; Blender wants the property's own for limits.
-                common[key] = _number(int if key in {"step", "precision"} else cast, value, None)
-    return prop(**{k: v for k, v in common.items() if v is not None})
+        return bpy.props.StringProperty(**common)
+    if setting.type == "bool":
+        return bpy.props.BoolProperty(**common)
+    cast, prop = _NUMBERS[setting.type]
+    for key, value in (setting.propargs or {}).items():
+        if key in _PROPARGS:
+            # JSON has one number type; Blender wants the property's own for limits.
+            limit = _limit(value, int if key in {"step", "precision"} else cast)
+            if limit is not None:
+                common[key] = limit
+    return prop(**common)
 
 
 def _autoeval_property(setting: JobSetting) -> Any:
@@ -111,7 +123,7 @@ def _group_for(job_type: JobType, attr: str) -> type:
             continue
         try:
             annotations[setting.key] = _property(setting)
-        except (TypeError, ValueError) as ex:
+        except (KeyError, TypeError, ValueError) as ex:
             log.warning("Job type %r, setting %r not offered: %s", job_type.name, setting.key, ex)
             continue
         if setting.show_link_button:

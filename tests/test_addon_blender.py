@@ -96,6 +96,13 @@ def done(**values):
 def run_blender(tmp_path: Path, script: str, *args: object, timeout: float = 180) -> dict:
     """Run `script` (after PRELUDE) in a fresh bpy process; return what it passed to done()."""
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    # Blender must load the add-on from the installed zip only, never from the source tree
+    # a developer put on PYTHONPATH (the legacy install's `flamenco_shaman` would be shadowed).
+    source = str(REPO / "addon")
+    paths = [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != source
+    ]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + script, *map(str, args)],
         env=env,

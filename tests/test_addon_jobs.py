@@ -427,3 +427,42 @@ def test_refused_job_check_shows_the_managers_message_and_uploads_nothing(refusa
     assert standin.received_jobs == []
     assert report["job_id"] == ""
     assert report["project"] == ["basic_file.blend"]
+
+
+# --- A Manager without Shaman, and one that goes away after the checkout ----------------------
+
+FAILURES = """
+install(sys.argv[1])
+bpy.ops.wm.open_mainfile(filepath=sys.argv[4])
+bpy.context.scene.render.image_settings.file_format = "PNG"
+state = bpy.context.window_manager.flamenco_shaman
+outcomes = {}
+for name, url in (("no_shaman", sys.argv[2]), ("gone", sys.argv[3])):
+    prefs().manager_url = url
+    outcome, error = call(bpy.ops.flamenco_shaman.submit)
+    outcomes[name] = dict(outcome=outcome, error=error, state_error=state.error, job=state.job_id)
+done(project=sorted(os.listdir(os.path.dirname(sys.argv[4]))), **outcomes)
+"""
+
+
+def test_manager_failures_are_one_clear_message_and_create_no_job(
+    addon_zip,  # noqa: F811
+    flamenco_factory,
+    tmp_path,
+):
+    no_shaman = flamenco_factory(shaman_enabled=False)
+    gone = flamenco_factory()
+    gone.go_away_after_checkout()
+    blend = blend_copy(tmp_path / "project")
+    report = run_blender(tmp_path, FAILURES, addon_zip, no_shaman.url, gone.url, blend)
+
+    assert report["no_shaman"]["outcome"] == ["CANCELLED"]
+    assert "Shaman is disabled on the Manager at " + no_shaman.url in report["no_shaman"]["error"]
+    assert no_shaman.received_jobs == [] and no_shaman.shaman_requests() == []
+
+    assert report["gone"]["outcome"] == ["CANCELLED"]
+    assert gone.url in report["gone"]["error"]
+    assert report["gone"]["state_error"] and "\n" not in report["gone"]["state_error"]
+    assert report["gone"]["job"] == ""
+    assert gone.received_jobs == []
+    assert report["project"] == ["basic_file.blend"]

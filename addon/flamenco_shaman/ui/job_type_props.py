@@ -10,7 +10,7 @@ blend, survive a Refresh that re-registers the classes, and are kept per job typ
 # No `from __future__ import annotations`: Blender reads property annotations as objects.
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bpy
@@ -182,7 +182,7 @@ def stored_values(group: Any, job_type: JobType) -> dict[str, Any]:
     }
 
 
-def autoeval_of(group: Any) -> Any:
+def autoeval_of(group: Any) -> Callable[[str], bool]:
     """autoeval(key): whether that setting's link toggle is on (on when not installed)."""
 
     def autoeval(key: str) -> bool:

@@ -679,6 +679,7 @@ def test_panel_offers_settings_and_submit_when_idle(drawn):
         ["column", ""],
         ["prop", "job_name"],
         ["prop", "priority"],
+        ["prop", "submit_paused"],
         ["row", ""],
         ["prop", "job_type_menu"],
         ["operator", "flamenco_shaman.refresh_job_types"],

@@ -90,6 +90,7 @@ shapes = {
 group.render_output_root = render_root
 settings.job_name = "shot-010"
 settings.priority = 70
+settings.submit_paused = True
 tag = catalog.current.worker_tags[0]
 settings.worker_tag_menu = tag.id
 outcome, error = call(bpy.ops.flamenco_shaman.submit)
@@ -224,7 +225,9 @@ def test_submit_creates_the_job_flamenco_would_create(session, farm):
         "metadata": {},
         "storage": {"shaman_checkout_id": checkout},
         "worker_tag": farm.state.worker_tags[0]["id"],
+        "initial_status": "paused",
     }
+    assert farm.state.jobs[session["job_id"]]["status"] == "paused"
 
 
 def test_submitted_blendfile_resolves_to_the_checkout(session, farm):
@@ -287,6 +290,7 @@ def test_background_submit_uses_the_manager_from_the_environment(addon_zip, farm
     sent = farm.received_jobs[-1]
     assert sent["type"] == "simple-blender-render"
     assert sent["name"] == "basic_file"
+    assert sent["priority"] == 50 and "initial_status" not in sent and "worker_tag" not in sent
     assert sent["settings"]["blendfile"] == report["farm_path"]
     assert "Cannot get the job types: " in report["failure"]
     assert "http://127.0.0.1:1/" in report["failure"]

@@ -100,6 +100,7 @@ def build(context: bpy.types.Context, catalog: Catalog) -> JobSpec:
         priority=props.priority,
         worker_tag=props.worker_tag or None,
         settings=values,
+        initial_status="paused" if props.submit_paused else None,
     )
 
 

@@ -54,6 +54,7 @@ def _draw_job(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     blend = bpy.data.filepath
     _prop_with_placeholder(col, settings, "job_name", Path(blend).stem if blend else "")
     col.prop(settings, "priority")
+    col.prop(settings, "submit_paused")
     row = col.row(align=True)
     row.prop(settings, "job_type_menu")
     row.operator("flamenco_shaman.refresh_job_types", text="", icon="FILE_REFRESH")

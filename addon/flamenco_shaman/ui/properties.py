@@ -88,6 +88,11 @@ class FLAMENCO_SHAMAN_PG_scene(bpy.types.PropertyGroup):
         min=0,
         max=100,
     )
+    submit_paused: BoolProperty(
+        name="Submit as Paused",
+        description="Create the job paused, to start it later from the Manager's web interface",
+        default=False,
+    )
     job_type: StringProperty(
         name="Job Type Name",
         description="Name of the Manager's job type to submit",

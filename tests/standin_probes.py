@@ -10,7 +10,8 @@ route received is kept in `ProbeLog` (`probes(standin)`), so tests compare both 
     GET  /probe/slow/{seconds}     answers after that long
     POST /probe/limited            413 (as echo's body limit answers) past LIMITED_BODY bytes
     GET  /socket.io/               a WebSocket echo (the web UI's live updates live here);
-                                   the text "close:<code>" makes the stand-in close with it
+                                   the text "close:<code>" makes the stand-in close with it,
+                                   "die" makes it drop the connection without a close frame
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def setup_probe_routes(app: web.Application, standin: FlamencoStandin) -> None:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and msg.data.startswith("close:"):
                 await ws.close(code=int(msg.data[6:]), message=b"closed by the Manager")
+                break
+            if msg.type == WSMsgType.TEXT and msg.data == "die":
+                assert request.transport is not None
+                request.transport.abort()  # gone without a close frame
                 break
             log.ws_messages.append(msg.data)
             if msg.type == WSMsgType.TEXT:

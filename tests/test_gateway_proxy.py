@@ -205,6 +205,16 @@ def test_a_websocket_closed_by_the_upstream_closes_the_clients(gateway: RunningG
     assert run(go) == (aiohttp.WSMsgType.CLOSE, 4002)
 
 
+def test_a_websocket_whose_upstream_dies_is_closed_as_going_away(gateway: RunningGateway):
+    async def go(session: aiohttp.ClientSession) -> tuple[Any, ...]:
+        async with session.ws_connect(gateway.api("socket.io/")) as ws:
+            await ws.send_str("die")
+            msg = await ws.receive(timeout=10)
+            return msg.type, ws.close_code
+
+    assert run(go) == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY)
+
+
 def test_a_websocket_the_upstream_refuses_gets_its_status(gateway: RunningGateway):
     async def go(session: aiohttp.ClientSession) -> int:
         try:

@@ -78,6 +78,20 @@ def test_hop_by_hop_headers_stay_on_their_leg(gateway: RunningGateway):
     assert "te" not in received
 
 
+def test_a_body_sent_after_100_continue_reaches_the_upstream(gateway: RunningGateway):
+    """curl sends `Expect: 100-continue` before bodies over 1 MiB; the gateway answers it."""
+    body = os.urandom(2 * MiB)
+
+    async def go(session: aiohttp.ClientSession) -> dict[str, Any]:
+        url = gateway.api("probe/echo/expect")
+        async with session.post(url, data=body, expect100=True) as answer:
+            return await answer.json()
+
+    echo = run(go)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert "expect" not in {name.lower() for name, _ in echo["headers"]}
+
+
 def test_the_client_gets_no_headers_it_did_not_send(gateway: RunningGateway):
     async def go(session: aiohttp.ClientSession) -> dict[str, Any]:
         skip = ("User-Agent", "Accept", "Accept-Encoding")
@@ -301,3 +315,13 @@ def test_a_body_larger_than_the_upstream_accepts_gets_its_status(gateway: Runnin
     assert answer.status_code == 413
     assert answer.json() == {"message": "Request Entity Too Large"}
     assert requests.post(gateway.api("probe/limited"), data=b"small").json() == {"received": 5}
+
+
+def test_standalone_version_says_which_flamenco_it_speaks(manager_factory):
+    """Without an upstream, /version is ours: the Flamenco whose add-on's version check
+    (shortversion equal to its own) it passes, and that it has no jobs API."""
+    manager = manager_factory()
+    version = requests.get(manager.api("api/v3/version")).json()
+    assert version["shortversion"] == version["version"] == "3.8.5"
+    assert "standalone" in version["name"] and "no jobs API" in version["name"]
+    assert requests.get(manager.api("api/v3/jobs/types")).status_code == 404

@@ -210,8 +210,13 @@ def _end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 def upstream_headers(request: web.Request) -> CIMultiDict[str]:
-    """The client's end-to-end headers (Host included) plus the usual X-Forwarded-*."""
+    """The client's end-to-end headers (Host included) plus the usual X-Forwarded-*.
+
+    Not `Expect: 100-continue`: our server has answered it already (aiohttp does
+    before the handler runs), and the body is on its way.
+    """
     headers = _end_to_end(request.headers)
+    headers.popall("Expect", None)
     peer = request.remote or ""
     earlier = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{earlier}, {peer}" if earlier else peer

@@ -258,3 +258,21 @@ def test_an_agreeing_upstream_is_logged_as_such(gateway_factory, caplog):
     logged = wait_for_log(caplog, "where our checkouts are")
     assert f"renders from {gateway.storage / 'jobs'}" in logged
     assert "ERROR" not in [record.levelname for record in caplog.records]
+
+
+def test_the_gc_command_keeps_blobs_for_the_gateways_max_age(tmp_path):
+    """A blob unused for 300 h: past Flamenco's maxAge (240 h, unused by Flamenco as its
+    collector is off), within the gateway's (1000 h), so a manual sweep keeps it."""
+    path = write(tmp_path, GOOD + "      maxAge: 1000h\n")
+    blob = tmp_path / "storage/file-store/stored/ab" / ("c" * 62) / "3.blob"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"abc")
+    old = time.time() - 300 * 3600
+    os.utime(blob, (old, old))
+    gc = [sys.executable, "-m", "manager_plugin", "gc", "--config", str(path), "--dry-run"]
+    kept = subprocess.run(gc, capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 0, kept.stderr
+    assert "would delete 0 blobs" in kept.stdout
+    path.write_text(path.read_text().replace("      maxAge: 1000h\n", ""))
+    swept = subprocess.run(gc, capture_output=True, text=True, timeout=60)
+    assert "would delete 1 blobs" in swept.stdout

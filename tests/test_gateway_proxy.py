@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -325,3 +326,16 @@ def test_standalone_version_says_which_flamenco_it_speaks(manager_factory):
     assert version["shortversion"] == version["version"] == "3.8.5"
     assert "standalone" in version["name"] and "no jobs API" in version["name"]
     assert requests.get(manager.api("api/v3/jobs/types")).status_code == 404
+
+
+def test_a_client_leaving_mid_download_is_not_blamed_on_the_upstream(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="manager_plugin.http.gateway")
+    host, port = gateway.url.split("/")[2].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"GET /probe/download/{100 * MiB} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(MiB).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: "the client went away" in caplog.text)
+    assert "upstream broke off" not in caplog.text
+    assert requests.get(gateway.api("api/v3/version")).status_code == 200

@@ -147,7 +147,11 @@ class Gateway:
             await response.prepare(request)
             try:
                 async for chunk in answer.content.iter_any():
-                    await response.write(chunk)
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:  # the client went away: so does the upstream
+                        log.info("gateway: %s %s: the client went away", request.method, url)
+                        return response
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Too late for an error answer: abort, so the client sees a broken
                 # response instead of a short one that looks complete.

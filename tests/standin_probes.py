@@ -79,6 +79,9 @@ def setup_probe_routes(app: web.Application, standin: FlamencoStandin) -> None:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = size
         await response.prepare(request)
+        if request.method == "HEAD":  # the head only, as HTTP wants
+            await response.write_eof()
+            return response
         sent = 0
         while sent < size:
             piece = BLOCK[: min(len(BLOCK), size - sent)]

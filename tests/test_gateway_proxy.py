@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -143,6 +144,13 @@ def test_a_50_MiB_download_streams_back_whole(gateway: RunningGateway):
         for chunk in answer.iter_content(MiB):
             digest.update(chunk)
     assert digest.hexdigest() == hashlib.sha256(probe_bytes(size)).hexdigest()
+
+
+def test_head_gets_the_upstreams_head(gateway: RunningGateway):
+    answer = requests.head(gateway.api(f"probe/download/{5 * MiB}"))
+    assert answer.status_code == 200
+    assert answer.headers["Content-Length"] == str(5 * MiB)
+    assert requests.get(gateway.api("api/v3/version")).status_code == 200
 
 
 def test_status_codes_and_error_bodies_are_the_upstreams(gateway: RunningGateway):
@@ -339,3 +347,28 @@ def test_a_client_leaving_mid_download_is_not_blamed_on_the_upstream(
     wait_for(lambda: "the client went away" in caplog.text)
     assert "upstream broke off" not in caplog.text
     assert requests.get(gateway.api("api/v3/version")).status_code == 200
+
+
+def test_an_upstream_answering_garbage_gets_a_short_502(gateway_factory: GatewayFactory):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:  # to every connection (the startup check's too)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # the listener was closed: the test is over
+                    return
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"NOT HTTP AT ALL " * 5000)
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        gateway = gateway_factory(upstream=f"http://127.0.0.1:{port}")
+        answer = requests.get(gateway.api("anything"))
+    assert answer.status_code == 502
+    message = answer.json()["message"]
+    assert message.startswith(f"upstream Flamenco Manager http://127.0.0.1:{port} failed: ")
+    assert len(message) < 500

@@ -59,6 +59,7 @@ _WS_HANDSHAKE = frozenset(
     }
 )
 WS_CLOSE_TIMEOUT = 10.0
+MAX_REASON = 300  # characters of an upstream failure quoted in an error message
 
 
 def setup_gateway_routes(app: web.Application, settings: GatewaySettings, jobs_dir: Path) -> None:
@@ -124,7 +125,7 @@ class Gateway:
             return self.failure(504, f"did not accept a connection within {seconds:g} s")
         if isinstance(exc, TimeoutError):
             return self.failure(504, f"did not answer within {self.settings.read_timeout:g} s")
-        return self.failure(502, f"failed: {exc}")
+        return self.failure(502, f"failed: {str(exc)[:MAX_REASON]}")
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         url = URL(self.upstream + request.raw_path, encoded=True)

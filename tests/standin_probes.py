@@ -42,6 +42,7 @@ class ProbeLog:
     first_body_bytes: int = 0  # how many body bytes the echo had when the event was set
     ws_messages: list[Any] = field(default_factory=list)
     ws_closed_with: list[int | None] = field(default_factory=list)
+    ws_handshakes: list[dict[str, str]] = field(default_factory=list)
 
 
 _LOGS: dict[int, ProbeLog] = {}
@@ -114,6 +115,7 @@ def setup_probe_routes(app: web.Application, standin: FlamencoStandin) -> None:
         return web.json_response({"received": received})
 
     async def socket_io(request: web.Request) -> web.StreamResponse:
+        log.ws_handshakes.append(dict(request.headers))
         ws = web.WebSocketResponse(protocols=("probe-v1",))
         await ws.prepare(request)
         async for msg in ws:

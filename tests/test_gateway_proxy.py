@@ -202,7 +202,8 @@ def test_shaman_requests_are_served_by_the_gateway_itself(gateway: RunningGatewa
 def test_a_websocket_relays_both_ways_and_passes_the_clients_close_on(gateway: RunningGateway):
     async def go(session: aiohttp.ClientSession) -> tuple[Any, ...]:
         url = gateway.api("socket.io/?EIO=4&transport=websocket")
-        async with session.ws_connect(url, protocols=("probe-v1",)) as ws:
+        origin = gateway.url.rstrip("/")  # what a browser showing the web UI sends
+        async with session.ws_connect(url, protocols=("probe-v1",), origin=origin) as ws:
             await ws.send_str("2probe")
             text = await ws.receive_str(timeout=10)
             await ws.send_bytes(b"\x00\x01binary")
@@ -215,6 +216,10 @@ def test_a_websocket_relays_both_ways_and_passes_the_clients_close_on(gateway: R
     assert run(go) == ("2probe", b"\x00\x01binary", "probe-v1", 4001)
     log = probes(gateway.flamenco)
     assert log.ws_messages == ["2probe", b"\x00\x01binary"]
+    # Host and Origin as the browser sent them (a same-origin check upstream passes).
+    (handshake,) = log.ws_handshakes
+    assert handshake["Host"] == gateway.url.split("/")[2]
+    assert handshake["Origin"] == gateway.url.rstrip("/")
     wait_for(lambda: log.ws_closed_with == [4001])
 
 

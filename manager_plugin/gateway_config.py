@@ -224,6 +224,11 @@ def configure_gateway(
         )
     if not config.shaman_enabled:
         raise ConfigError("gateway mode serves Shaman itself: shaman.enabled must be true")
+    if config.token is not None:
+        log.warning(
+            "gateway mode with shaman.token set: Flamenco's own add-on sends no token, so "
+            "its uploads will be refused (401); only our add-on and shaman-submit can submit"
+        )
     read_timeout = keys_or_none.read_timeout or DEFAULT_READ_TIMEOUT
     config.gateway = GatewaySettings(upstream=upstream, read_timeout=read_timeout.total_seconds())
     config.listen = our_listen

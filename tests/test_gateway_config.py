@@ -177,6 +177,14 @@ def test_without_a_config_file_the_collector_check_is_a_warning(tmp_path, caplog
     assert "shaman.garbageCollect.period" in caplog.text
 
 
+def test_a_token_in_gateway_mode_is_warned_about(tmp_path, caplog):
+    config = gateway_config(
+        write(tmp_path, GOOD.replace("  enabled: true\n", "  enabled: true\n  token: s3cret\n"))
+    )
+    assert config.gateway is not None
+    assert "Flamenco's own add-on sends no token" in caplog.text
+
+
 # --- the command ---------------------------------------------------------------------------
 
 

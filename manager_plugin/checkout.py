@@ -59,6 +59,11 @@ _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
 
 
+# Flamenco's 3.9 add-on asks for checkout path "." when a script submits without a job
+# name; Go accepts it, finds the directory (jobs/ itself) taken and makes it ".-xxxx".
+JOBS_ROOT = "."
+
+
 def _load_renameat2() -> Callable[..., int] | None:
     """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced."""
     try:
@@ -148,7 +153,8 @@ class CheckoutBuilder:
 
     def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
         """Build the checkout; return the path actually used, relative to `jobs_dir`."""
-        checkout_path = validate_checkout_path(checkout_path)
+        if checkout_path != JOBS_ROOT:
+            checkout_path = validate_checkout_path(checkout_path)
         if TEMP_PREFIX in checkout_path:
             _refuse_reserved(checkout_path, "checkoutPath")
         by_path = dedupe_files(files)
@@ -269,9 +275,12 @@ class CheckoutBuilder:
                 return parent, temp
             except FileNotFoundError:
                 # A concurrent checkout that failed removed a parent it had created
-                # just after we saw it; create it again.
+                # just after we saw it; create it again. So does Flamenco Manager,
+                # deleting a job: it removes the checkout's parent, jobs/ itself included,
+                # when that is left empty.
                 if attempt == 2:
                     raise
+                os.makedirs(jobs, exist_ok=True)
         raise AssertionError("unreachable")
 
     def _make_parents(self, jobs: str, parent_rel: str, created: list[str]) -> str:
@@ -386,6 +395,8 @@ class CheckoutBuilder:
         candidate = name
         for attempt in range(SUFFIX_ATTEMPTS + 1):
             try:
+                if candidate == JOBS_ROOT:  # always taken: it is jobs/ itself
+                    raise FileExistsError(errno.EEXIST, "File exists", parent)
                 rename_noreplace(temp, f"{parent}/{candidate}")
                 return candidate
             except OSError as exc:

@@ -94,6 +94,12 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         help=f"access token for the Shaman endpoints, read from FILE (or set ${TOKEN_ENV}); "
         "overrides shaman.token",
     )
+    parser.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="gateway mode: serve Shaman here and forward every other request to the "
+        "Flamenco Manager at URL, e.g. http://127.0.0.1:8081 (or shaman.gateway.upstream)",
+    )
     parser.set_defaults(func=cmd_serve)
 
 
@@ -112,10 +118,13 @@ def token_override(args: argparse.Namespace) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .gateway_config import configure_gateway, read_gateway_keys
     from .http.server import print_ready_line, serve_until_signal
 
     config = config_from_args(args)
     config.token = token_override(args) or config.token
+    keys = read_gateway_keys(args.config) if args.config is not None else None
+    configure_gateway(config, keys, upstream=args.upstream, listen=args.listen)
     ensure_storage(config)
     try:
         asyncio.run(serve_until_signal(config, lambda url: print_ready_line(url, config)))
@@ -142,6 +151,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     existing_storage(config, args)
+    if args.config is not None:
+        from .gateway_config import read_gateway_keys
+
+        gateway_max_age = read_gateway_keys(args.config).gc_max_age
+        if gateway_max_age is not None:  # the gateway's collector keeps blobs this long
+            config.gc_max_age = gateway_max_age
     stats = ShamanService(config).collect_garbage(dry_run=args.dry_run)
     verb, remove = ("would delete", "would remove") if args.dry_run else ("deleted", "removed")
     for path in stats.deleted:

@@ -15,13 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .durations import parse_duration
 from .errors import ConfigError
 from .portable import MODES as PORTABLE_NAME_MODES
+
+if TYPE_CHECKING:
+    from .gateway_config import GatewaySettings
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_listen"]
 
@@ -77,6 +80,8 @@ class Config:
     legacy_base_path: str = ""
     # Names Windows/macOS workers cannot hold (see manager_plugin.portable): warn|refuse|off.
     portable_names: str = "warn"
+    # Gateway mode (manager_plugin.gateway_config): in front of this Flamenco Manager.
+    gateway: GatewaySettings | None = None
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -354,5 +359,8 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         legacy_base_path=legacy_base_path,
         portable_names=portable_names,
     )
+    from .gateway_config import KEYS as GATEWAY_KEYS  # it imports this module
+
+    src.read.update(f"shaman.gateway.{key}" for key in GATEWAY_KEYS)  # read there
     _warn_unknown_keys(src)
     return config

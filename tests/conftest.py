@@ -7,6 +7,8 @@ e.g. `manager_factory(token="s3cret")` or `manager_factory(shaman_enabled=False)
 Also: every test (and every process it starts) uses a private checksum/trace cache,
 `blendfiles` is where the shared real .blend files are, and tests marked `root` are
 deselected, with the reason, when the suite does not run as root.
+`flamenco` / `flamenco_factory`: the stand-in Flamenco Manager (tests/flamenco_standin.py).
+`gateway` / `gateway_factory`: our server in gateway mode in front of it (tests/gateway_helpers.py).
 """
 
 from __future__ import annotations
@@ -18,24 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flamenco_standin import flamenco, flamenco_factory  # noqa: F401  (fixtures)
+from gateway_helpers import gateway, gateway_factory  # noqa: F401  (fixtures)
+from shared_files import blendfiles_dir
 
 from manager_plugin.config import Config
 from manager_plugin.filestore import FileStore
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
 
-REPO = Path(__file__).resolve().parents[1]
-# A clone finds the shared files next to it (../shared); this machine keeps them in /work.
-BLENDFILE_DIRS = (REPO.parent / "shared" / "blendfiles", Path("/work/shared/blendfiles"))
-
 
 @pytest.fixture(scope="session")
 def blendfiles() -> Path:
     """The shared real .blend files (read-only: copy them before BAT opens them)."""
-    for candidate in BLENDFILE_DIRS:
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError(f"the shared blend files are in none of {list(map(str, BLENDFILE_DIRS))}")
+    return blendfiles_dir()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,5 +1,8 @@
 """The add-on in real Blender (bpy 4.5): install the built zip, enable it, submit for real.
 
+Submissions go to the stand-in Flamenco Manager (tests/flamenco_standin.py), which serves
+Shaman through this project's own server and creates the render job Submit asks for.
+
 Every Blender session runs in a fresh `python3` subprocess with a throwaway Blender user
 directory (BLENDER_USER_RESOURCES), so nothing touches the developer's Blender setup and
 each install starts from scratch. A session prints one `RESULT:<json>` line.
@@ -18,9 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from manager_plugin.config import Config
-from manager_plugin.http.server import BackgroundServer
+from flamenco_standin import FlamencoStandin
 
 pytestmark = pytest.mark.blender
 
@@ -52,17 +53,11 @@ def addon_zip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    """A real manager for this module's Blender sessions (Shaman on, GC off)."""
-    config = Config(
-        listen="127.0.0.1:0",
-        storage_path=tmp_path_factory.mktemp("farm-storage"),
-        shaman_enabled=True,
-        gc_period=0,
-    )
-    server = BackgroundServer(config)
-    url = server.start()
-    yield url, config.storage_path / "jobs"
-    server.stop()
+    """(url, jobs dir) of a stand-in Flamenco Manager for this module's Blender sessions."""
+    standin = FlamencoStandin(tmp_path_factory.mktemp("farm-storage"))
+    standin.start()
+    yield standin.url, standin.jobs
+    standin.stop()
 
 
 # Helpers every session gets: install the zip, reach the preferences, submit.
@@ -100,6 +95,13 @@ def done(**values):
 def run_blender(tmp_path: Path, script: str, *args: object, timeout: float = 180) -> dict:
     """Run `script` (after PRELUDE) in a fresh bpy process; return what it passed to done()."""
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    # Blender must load the add-on from the installed zip only, never from the source tree
+    # a developer put on PYTHONPATH (the legacy install's `flamenco_shaman` would be shadowed).
+    source = str(REPO / "addon")
+    paths = [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != source
+    ]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + script, *map(str, args)],
         env=env,
@@ -123,7 +125,15 @@ def sha256(path: Path) -> str:
 
 REGISTRATION = """
 install(sys.argv[1])
-ops = ("submit", "cancel", "copy_farm_path", "check_connection")
+ops = (
+    "submit",
+    "cancel",
+    "copy_farm_path",
+    "open_job",
+    "check_connection",
+    "refresh_job_types",
+    "eval_setting",
+)
 classes = ["FLAMENCO_SHAMAN_PT_submit"] + [f"FLAMENCO_SHAMAN_OT_{op}" for op in ops]
 enabled = {
     "addon": EXTENSION in bpy.context.preferences.addons,
@@ -160,7 +170,10 @@ def test_extension_install_registers_panel_and_operators(registration):
         "FLAMENCO_SHAMAN_OT_submit",
         "FLAMENCO_SHAMAN_OT_cancel",
         "FLAMENCO_SHAMAN_OT_copy_farm_path",
+        "FLAMENCO_SHAMAN_OT_open_job",
         "FLAMENCO_SHAMAN_OT_check_connection",
+        "FLAMENCO_SHAMAN_OT_refresh_job_types",
+        "FLAMENCO_SHAMAN_OT_eval_setting",
     ]
 
 
@@ -269,6 +282,8 @@ SUBMIT = """
 install(sys.argv[1])
 prefs().manager_url = sys.argv[2]
 bpy.ops.wm.open_mainfile(filepath=sys.argv[3])
+if len(sys.argv) > 4:  # an output format the job type accepts, set as the artist would
+    bpy.context.scene.render.image_settings.file_format = sys.argv[4]
 dirty_before = bpy.data.is_dirty
 filepath_before = bpy.data.filepath
 outcome, error = call(bpy.ops.flamenco_shaman.submit)
@@ -417,7 +432,9 @@ def test_submit_linked_cube_gives_a_checkout_with_both_blend_files(
     project.mkdir()
     for name in ("linked_cube.blend", "basic_file.blend"):
         shutil.copyfile(blendfiles / name, project / name)
-    report = run_blender(tmp_path, SUBMIT, addon_zip, farm[0], project / "linked_cube.blend")
+    # linked_cube.blend renders a video, which simple-blender-render refuses.
+    blend = project / "linked_cube.blend"
+    report = run_blender(tmp_path, SUBMIT, addon_zip, farm[0], blend, "PNG")
     assert report["outcome"] == ["FINISHED"], report["error"]
     checkout = farm[1] / report["checkout_path"]
     assert sorted(p.name for p in checkout.iterdir()) == ["basic_file.blend", "linked_cube.blend"]
@@ -550,19 +567,28 @@ def test_legacy_install_loads_bat_from_its_bundled_wheel(legacy):
 
 # --- What the panel and the preferences draw ---------------------------------------------
 
-DRAW = """
-bpy.ops.wm.open_mainfile(filepath=sys.argv[2])
-install(sys.argv[1])
-panel = sys.modules[EXTENSION + ".ui.panel"]
-preferences = sys.modules[EXTENSION + ".ui.preferences"]
-job = sys.modules[EXTENSION + ".ui.job"]
-engine = sys.modules[EXTENSION + ".engine"]
+# Drawing without a window: the panel's and preferences' draw functions called on a stand-in.
+LAYOUT = """
 UILayout = bpy.types.UILayout
+
+
+class Props:
+    # What layout.operator() returns: only the operator's own properties may be set.
+    def __init__(self, rna):
+        object.__setattr__(self, "rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, name
 
 
 class Layout:
     # No UILayout exists without a window; this stand-in checks every call against
     # UILayout's real API (functions, keyword names, icons, properties, operators).
+    # Each call is recorded as [function, text]: the property name for prop(), the
+    # operator for operator(), the text for label(). Greyed-out placeholders of text
+    # fields land in Layout.placeholders, by property name.
+    placeholders = {}
+
     def __init__(self, calls):
         object.__setattr__(self, "calls", calls)
 
@@ -582,14 +608,16 @@ class Layout:
                     assert value in params["icon"].enum_items, value
             if name == "prop":
                 assert args[1] in args[0].bl_rna.properties, args[1]
-                text = args[1]
-            elif name == "operator":
+                if "placeholder" in kwargs:
+                    Layout.placeholders[args[1]] = kwargs["placeholder"]
+                self.calls.append([name, args[1]])
+                return Layout(self.calls)
+            if name == "operator":
                 category, op = args[0].split(".")
-                getattr(getattr(bpy.ops, category), op).get_rna_type()
-                text = args[0]
-            else:
-                text = kwargs.get("text", "")
-            self.calls.append([name, text])
+                rna = getattr(getattr(bpy.ops, category), op).get_rna_type()
+                self.calls.append([name, args[0]])
+                return Props(rna)
+            self.calls.append([name, kwargs.get("text", "")])
             return Layout(self.calls)
 
         return call
@@ -599,8 +627,19 @@ def draw(function, *args):
     calls = []
     function(Layout(calls), *args)
     return calls
+"""
 
-
+DRAW = (
+    """
+bpy.ops.wm.open_mainfile(filepath=sys.argv[2])
+install(sys.argv[1])
+panel = sys.modules[EXTENSION + ".ui.panel"]
+preferences = sys.modules[EXTENSION + ".ui.preferences"]
+job = sys.modules[EXTENSION + ".ui.job"]
+engine = sys.modules[EXTENSION + ".engine"]
+"""
+    + LAYOUT
+    + """
 idle = draw(panel.draw_panel, bpy.context)
 
 
@@ -630,6 +669,7 @@ prefs().last_check = "Manager 3.6: Shaman enabled"
 preference_calls = draw(preferences.draw_preferences, prefs())
 done(idle=idle, running=running, finished=finished, preferences=preference_calls, copied=copied)
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -641,6 +681,15 @@ def drawn(addon_zip, tmp_path_factory, blendfiles) -> dict:
 
 def test_panel_offers_settings_and_submit_when_idle(drawn):
     assert drawn["idle"] == [
+        ["column", ""],
+        ["prop", "job_name"],
+        ["prop", "priority"],
+        ["prop", "submit_paused"],
+        ["row", ""],
+        ["prop", "job_type_menu"],
+        ["operator", "flamenco_shaman.refresh_job_types"],
+        ["prop", "worker_tag_menu"],
+        ["label", "Refresh to get the Manager's job types"],
         ["column", ""],
         ["prop", "checkout_name"],
         ["prop", "project_root"],

@@ -396,14 +396,15 @@ def test_files_uploaded_through_the_v3_api_are_not_uploaded_again_by_bat_pack(
 
 
 def shaman_submit(project: Project, url: str, checkout_path: str, home: Path) -> None:
-    """Submit through this project's own Flamenco 3 client, `shaman-submit`."""
+    """Upload through this project's own Flamenco 3 client, `shaman-submit --no-job` (our
+    server alone has no jobs API)."""
     script = Path(sys.executable).with_name("shaman-submit")
     command = (
         [str(script)] if script.exists() else [shutil.which("shaman-submit") or "shaman-submit"]
     )
     proc = subprocess.run(
         [*command, "--manager", url, "--project", str(project.root)]
-        + ["--checkout-path", checkout_path, str(project.blend)],
+        + ["--checkout-path", checkout_path, "--no-job", str(project.blend)],
         env={**os.environ, "HOME": str(home)},
         capture_output=True,
         text=True,

@@ -1,4 +1,5 @@
-"""`shaman-submit`, run as a command against the real manager."""
+"""`shaman-submit --no-job` (upload and checkout only), run as a command against our own
+manager, which has no jobs API. Job creation: test_submit_cli_jobs.py."""
 
 import os
 import pty
@@ -29,7 +30,7 @@ def env(tmp_path):
 def shaman_submit(*args, env, **kwargs):
     assert SHAMAN_SUBMIT, "shaman-submit is not installed (pip install -e .)"
     return subprocess.run(
-        [SHAMAN_SUBMIT, *map(str, args)],
+        [SHAMAN_SUBMIT, *map(str, args), "--no-job"],
         stdout=subprocess.PIPE,
         stderr=kwargs.pop("stderr", subprocess.PIPE),
         text=True,
@@ -190,7 +191,13 @@ def test_ctrl_c_cancels_mid_upload_without_a_checkout(manager, blends, env):
     with open(frame, "r+b") as f:
         f.truncate(1 << 30)  # sparse: a large upload that is quick to make
     proc = subprocess.Popen(
-        [SHAMAN_SUBMIT, str(blends / "image_sequencer.blend"), "--manager", manager.url],
+        [
+            SHAMAN_SUBMIT,
+            str(blends / "image_sequencer.blend"),
+            "--manager",
+            manager.url,
+            "--no-job",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

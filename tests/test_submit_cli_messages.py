@@ -18,10 +18,11 @@ from flamenco_shaman import __version__
 SHAMAN_SUBMIT = shutil.which("shaman-submit")
 
 
-def shaman_submit(*args, env=None):
+def shaman_submit(*args, env=None, job=False):
+    """Run shaman-submit; with `job=False` (our own server has no jobs API) as --no-job."""
     assert SHAMAN_SUBMIT, "shaman-submit is not installed (pip install -e .)"
     return subprocess.run(
-        [SHAMAN_SUBMIT, *map(str, args)],
+        [SHAMAN_SUBMIT, *map(str, args), *([] if job else ["--no-job"])],
         capture_output=True,
         text=True,
         timeout=120,
@@ -102,14 +103,19 @@ def test_https_to_a_plain_http_manager_says_so_without_openssl_jargon(manager, p
 
 
 def test_a_directory_given_as_the_blend_is_named(manager, project):
-    line = error_line(shaman_submit(project, "--manager", manager.url))
-    assert line == f"shaman-submit: error: {project} is a directory; give the path of a .blend file"
+    for job in (False, True):  # said before the Manager is asked for its job types
+        line = error_line(shaman_submit(project, "--manager", manager.url, job=job))
+        assert line == (
+            f"shaman-submit: error: {project} is a directory; give the path of a .blend file"
+        )
 
 
 def test_a_missing_project_directory_is_named(manager, project, tmp_path):
     gone = tmp_path / "nonexistent"
-    run = shaman_submit(project / "basic_file.blend", "--manager", manager.url, "--project", gone)
-    assert error_line(run) == f"shaman-submit: error: project directory not found: {gone}"
+    blend = project / "basic_file.blend"
+    for job in (False, True):
+        run = shaman_submit(blend, "--manager", manager.url, "--project", gone, job=job)
+        assert error_line(run) == f"shaman-submit: error: project directory not found: {gone}"
 
 
 class _OtherJsonApi(BaseHTTPRequestHandler):

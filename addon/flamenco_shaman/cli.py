@@ -1,13 +1,17 @@
-"""`shaman-submit`: send a .blend file and everything it needs to a Flamenco manager.
+"""`shaman-submit`: send a .blend file and everything it needs to a Flamenco manager,
+then create its render job there, as Flamenco's Submit does.
 
-A thin front end over the engine: parses arguments, draws a progress bar on a
-terminal, prints missing assets and what was uploaded, and as its last line of
-standard output the blend file's path on the farm.
+A thin front end over the engine: parses arguments, works out the job's settings (from
+--set, the blend's own scene, the job type's defaults), draws a progress bar on a
+terminal, prints missing assets and what was uploaded, then the blend file's path on the
+farm and, as its last line of standard output, the job's ID (with --no-job the farm path
+is the last line).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,8 +24,12 @@ from typing import TextIO
 
 from . import __version__
 from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
+from .engine.flamenco import DEFAULT_JOB_TYPE, FlamencoAPI, JobSpec
+from .engine.flamenco.blendjob import job_spec_for_blend
+from .engine.submission import check_local_inputs
 
 PROG = "shaman-submit"
+MANAGER_URL_ENV = "FLAMENCO_MANAGER_URL"
 # The token without the command line, where `ps` shows it to every user.
 TOKEN_ENV = "FLAMENCO_SHAMAN_TOKEN"
 
@@ -93,12 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shaman-submit",
         description="Send a .blend file and every file it needs to a Flamenco manager's "
-        "Shaman storage; print the blend file's path on the farm.",
+        "Shaman storage and create its render job; print the blend file's path on the farm "
+        "and, last, the job's ID.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("blendfile", type=Path, help="the .blend file to submit")
     parser.add_argument(
-        "--manager", required=True, metavar="URL", help="manager URL, e.g. http://farm:8080/"
+        "--manager",
+        metavar="URL",
+        help=f"manager URL, e.g. http://farm:8080/ (default: ${MANAGER_URL_ENV})",
     )
     parser.add_argument(
         "--project",
@@ -143,6 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--token-file", type=Path, metavar="FILE", help="read the bearer token from FILE"
     )
+    job = parser.add_argument_group("render job (Flamenco's jobs API)")
+    job.add_argument(
+        "--job-type",
+        default=DEFAULT_JOB_TYPE,
+        metavar="NAME",
+        help=f"the Manager's job type (default: {DEFAULT_JOB_TYPE})",
+    )
+    job.add_argument("--job-name", metavar="NAME", help="default: the blend file's name")
+    job.add_argument("--priority", type=int, default=50, help="job priority (default: 50)")
+    job.add_argument("--worker-tag", metavar="TAG", help="only workers with this tag (name or ID)")
+    job.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a job setting, typed by the job type (e.g. frames=1-10); repeatable. Unset "
+        "settings come from the blend's scene where Blender would evaluate them, else the "
+        "job type's default",
+    )
+    job.add_argument(
+        "--no-job",
+        action="store_true",
+        help="only upload and check out; print the farm path last and create no job",
+    )
     return parser
 
 
@@ -162,7 +198,10 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
-def _manager_url(text: str) -> str:
+def _manager_url(text: str | None) -> str:
+    """--manager, else $FLAMENCO_MANAGER_URL, as a full URL."""
+    if text is None:
+        text = os.environ.get(MANAGER_URL_ENV, "")
     text = text.strip()
     if not text:
         raise SubmitError("--manager is empty; give the manager's URL, e.g. http://farm:8080/")
@@ -177,11 +216,31 @@ def _positive(text: str) -> int:
     return value
 
 
+def job_for(args: argparse.Namespace, options: SubmitOptions) -> JobSpec:
+    """The job's settings, worked out (and checked) before anything is uploaded."""
+    with FlamencoAPI(options.manager_url, options.token) as api:
+        api.version()  # first, so a server that is no Flamenco Manager is named as such
+        return job_spec_for_blend(
+            api,
+            args.blendfile,
+            job_type=args.job_type,
+            name=args.job_name,
+            priority=args.priority,
+            worker_tag=args.worker_tag,
+            assignments=args.settings,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="shaman-submit: %(message)s")
     # Missing assets are reported once, at the end; BAT would log each one as it goes.
     logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
+    if args.manager is None and not os.environ.get(MANAGER_URL_ENV, "").strip():
+        parser.error(f"no manager: give --manager URL or set ${MANAGER_URL_ENV}")
+    if args.no_job and (args.settings or args.job_name or args.worker_tag):
+        parser.error("--no-job creates no job, so --set, --job-name and --worker-tag don't apply")
     try:
         options = SubmitOptions(
             blendfile=args.blendfile,
@@ -194,9 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             uploads=args.uploads,
             token=_token(args),
         )
+        if not args.no_job:
+            check_local_inputs(options)  # a wrong path is said before the Manager is asked
+            options = dataclasses.replace(options, job=job_for(args, options))
     except SubmitError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: cancelled", file=sys.stderr)
+        return 130
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     submission = Submission(options, progress=bar)
     outcome: dict[str, object] = {}
@@ -251,7 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{result.bytes_uploaded} of {result.bytes_total} bytes)"
     )
     print(f"Checkout: {result.checkout_path}")
+    if result.job_id is not None:
+        print(f"Job: {result.job_name} {result.job_url}")
     print(result.farm_blend_path)
+    if result.job_id is not None:
+        print(result.job_id)
     return 0
 
 

@@ -12,6 +12,8 @@ import time
 from aiohttp import web
 
 from ..errors import ClientDisconnected
+from .filenames import HEADER as FILENAME_HEADER
+from .filenames import filename_for_log
 from .logtext import loggable
 
 access_log = logging.getLogger("manager_plugin.http.access")
@@ -34,13 +36,13 @@ async def access_log_middleware(
         status = response.status
         if isinstance(response, web.Response):
             sent = response.content_length or 0
-        else:  # streamed, so sent already
+        else:  # streamed (e.g. forwarded by the gateway): bytes written, its head included
             sent = response.body_length
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        original = request.headers.get("X-Shaman-Original-Filename")
-        extra = f" file={loggable(original)}" if original else ""
+        original = request.headers.get(FILENAME_HEADER)
+        extra = f" file={loggable(filename_for_log(original))}" if original else ""
         extra += request.get(LOG_EXTRA, "")
         received = request.get(BODY_BYTES, request.content.total_bytes)
         if status == ClientDisconnected.status:

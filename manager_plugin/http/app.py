@@ -20,6 +20,7 @@ from .auth import guard_middleware_for
 from .batch import setup_batch_routes
 from .bigbodies import add_body_slots
 from .errors import error_middleware
+from .gateway import setup_gateway_routes
 from .legacy import setup_legacy_routes
 from .openapi import add_openapi_route
 from .routes import setup_flamenco_routes
@@ -51,6 +52,9 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
     for setup in ROUTE_SETS:
         setup(app, service)
     add_openapi_route(app)
+    if service.config.gateway is not None:
+        # Last: its route catches all.
+        setup_gateway_routes(app, service.config.gateway, service.config.jobs_path)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
     return app

@@ -24,10 +24,14 @@ from .bodies import (
     whole_chunks,
 )
 from .errors import response_for
+from .filenames import HEADER as FILENAME_HEADER
+from .filenames import decode_original_filename
 
 API = "/api/v3"
-FLAMENCO_COMPAT_VERSION = "3.6"
-SERVER_NAME = "Shaman for Flamenco (Python)"
+# Standalone mode speaks Flamenco's Shaman API but has no jobs API. Flamenco's add-on
+# submits only when `shortversion` equals its own version; the current stable release:
+FLAMENCO_COMPAT_VERSION = "3.8.5"
+SERVER_NAME = "Shaman for Flamenco 3.8.5 (Python; standalone: no jobs API)"
 
 
 def _checkout_request(raw: bytes) -> tuple[dict[str, Any], list[FileSpec]]:
@@ -90,6 +94,8 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         size = parse_size(request.match_info["filesize"], "filesize")
         refuse_encoded_body(request)
         can_defer = header_is_true(request, "X-Shaman-Can-Defer-Upload")
+        if FILENAME_HEADER in request.headers:
+            decode_original_filename(request.headers[FILENAME_HEADER])  # 400 as Go does
         pace = body_pace(service.config)
         reader = whole_chunks(request.content, pace, request.content_length)
         source = socket_source(request, size, pace)
@@ -127,8 +133,9 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
             answer["warnings"] = made.warnings  # additive: Flamenco's clients ignore it
         return web.json_response(answer)
 
-    app.router.add_get(f"{API}/version", version)
-    app.router.add_get(f"{API}/configuration", configuration)
+    if service.config.gateway is None:  # in gateway mode, both are the upstream Manager's
+        app.router.add_get(f"{API}/version", version)
+        app.router.add_get(f"{API}/configuration", configuration)
     app.router.add_post(f"{API}/shaman/checkout/requirements", requirements)
     app.router.add_post(f"{API}/shaman/checkout/create", checkout)
     app.router.add_get(f"{API}/shaman/files/{{checksum}}/{{filesize}}", file_status)

@@ -14,8 +14,9 @@ from aiohttp import web
 from ..config import Config, parse_listen
 from ..service import ShamanService
 from .app import create_app
-from .connections import ConnectionGuard, GuardedRunner
+from .connections import ConnectionGuard, GuardedRunner, GuardedServer
 from .descriptors import default_max_connections, fd_limit, quiet_accept_errors, raise_fd_limit
+from .headerfold import UnfoldingServer
 from .logtext import EscapingFilter
 from .throttledlog import ThrottledLog
 
@@ -30,6 +31,15 @@ def url_for(host: str | None, port: int) -> str:
     return f"http://{host}:{port}/"
 
 
+
+class _Server(GuardedServer, UnfoldingServer):
+    """Connections admitted and given header deadlines by the guard; their handlers
+    accept the obs-folded header lines of Flamenco add-ons 3.6-3.8.5."""
+
+
+class _Runner(GuardedRunner):
+    server_class = _Server
+
 async def start_site(
     config: Config, service: ShamanService | None = None
 ) -> tuple[web.AppRunner, str]:
@@ -39,7 +49,7 @@ async def start_site(
     overload = ThrottledLog(logging.getLogger("manager_plugin.http.overload"))
     quiet_accept_errors(asyncio.get_running_loop(), overload)
     cap = config.max_connections or default_max_connections(fd_limit())
-    runner = GuardedRunner(
+    runner = _Runner(
         app,
         guard=ConnectionGuard(cap, config.header_timeout, overload),
         access_log=None,
@@ -134,5 +144,6 @@ class BackgroundServer:
 
 
 def print_ready_line(url: str, config: Config) -> None:
-    print(f"Shaman listening on {url} storage={config.storage_path}", flush=True)
+    upstream = f" upstream={config.gateway.upstream}" if config.gateway is not None else ""
+    print(f"Shaman listening on {url} storage={config.storage_path}{upstream}", flush=True)
     sys.stdout.flush()

@@ -3,6 +3,10 @@
 Every failure an artist can run into becomes a SubmitError with a one-line reason.
 Uploads are the exception: their transport errors are raised as UploadInterrupted so
 the uploader can retry them.
+
+It speaks to this project's server and to Flamenco's own Go Manager alike, whose answers
+differ from the spec: a stored upload is 200 (spec: 204), and a checkout of files the
+store lacks is 500 "unknown files requested in checkout" (spec: 424).
 """
 
 from __future__ import annotations
@@ -28,10 +32,20 @@ class UploadInterrupted(Exception):
 
 
 class CheckoutIncomplete(SubmitError):
-    """checkout/create answered 424: some files are not stored on the manager."""
+    """checkout/create found files the manager does not store (424, or Go's 500)."""
 
 
-def _message(response: requests.Response) -> str:
+# Flamenco's Go Manager answers every checkout error with 500 and this message.
+GO_UNKNOWN_FILES = "unknown files requested in checkout"
+
+
+def upload_stored(status: int) -> bool:
+    """Whether an upload answer means "received and stored": 204 per the spec, 200 from
+    Flamenco's Go server; any 2xx but 208 (already stored) counts."""
+    return 200 <= status < 300 and status != 208
+
+
+def response_message(response: requests.Response) -> str:
     """The manager's one-line explanation: the JSON "message", else the first line of text."""
     try:
         body = response.json()
@@ -128,7 +142,7 @@ class ManagerClient:
         """
         headers = {
             "Content-Type": "application/octet-stream",
-            "X-Shaman-Original-Filename": header_safe(filename),
+            "X-Shaman-Original-Filename": encode_original_filename(filename),
             # Python's str(bool), exactly like Flamenco's generated client.
             "X-Shaman-Can-Defer-Upload": str(bool(can_defer)),
         }
@@ -142,7 +156,7 @@ class ManagerClient:
         except requests.RequestException as ex:
             raise UploadInterrupted(str(ex)) from ex
         with response:
-            message = _message(response) if response.status_code >= 300 else ""
+            message = response_message(response) if response.status_code >= 300 else ""
         return response.status_code, message
 
     def upload_batch(self, body: Iterable[bytes]) -> tuple[int, list[dict[str, Any]], str]:
@@ -161,8 +175,8 @@ class ManagerClient:
         except requests.RequestException as ex:
             raise UploadInterrupted(str(ex)) from ex
         with response:
-            if response.status_code != 200:
-                return response.status_code, [], _message(response)
+            if not upload_stored(response.status_code):
+                return response.status_code, [], response_message(response)
             try:
                 files = response.json()["files"]
             except (ValueError, KeyError, TypeError):
@@ -173,22 +187,24 @@ class ManagerClient:
 
     def create_checkout(self, files: Iterable[dict[str, Any]], checkout_path: str) -> str:
         """POST checkout/create; the checkout path the manager actually used."""
-        response = self._send(
+        response = self.send(
             "POST",
             "shaman/checkout/create",
             json={"files": list(files), "checkoutPath": checkout_path},
             what="creating the checkout",
             retry=False,
         )
-        if response.status_code == 424:
+        if response.status_code == 424 or (
+            response.status_code == 500 and GO_UNKNOWN_FILES in response_message(response)
+        ):
             raise CheckoutIncomplete(
-                f"the manager is missing files for the checkout: {_message(response)}"
+                f"the manager is missing files for the checkout: {response_message(response)}"
             )
         if response.status_code == 409:
             raise SubmitError(
-                f"no free checkout directory for {checkout_path!r}: {_message(response)}"
+                f"no free checkout directory for {checkout_path!r}: {response_message(response)}"
             )
-        self._raise_for_status(response, "creating the checkout")
+        self.raise_for_status(response, "creating the checkout")
         try:
             used = response.json()["checkoutPath"]
         except (ValueError, KeyError, TypeError):
@@ -198,8 +214,8 @@ class ManagerClient:
     # --- plumbing ----------------------------------------------------------
 
     def _json(self, method: str, path: str, *, what: str, retry: bool, **kw: Any) -> Any:
-        response = self._send(method, path, what=what, retry=retry, **kw)
-        self._raise_for_status(response, what)
+        response = self.send(method, path, what=what, retry=retry, **kw)
+        self.raise_for_status(response, what)
         try:
             return response.json()
         except ValueError:
@@ -207,7 +223,7 @@ class ManagerClient:
                 f"{self.url} does not look like a Flamenco manager (no JSON when {what})"
             ) from None
 
-    def _send(
+    def send(
         self, method: str, path: str, *, what: str, retry: bool, **kw: Any
     ) -> requests.Response:
         delays = RETRY_DELAYS if retry else ()
@@ -237,7 +253,7 @@ class ManagerClient:
                     continue
             return response
 
-    def _raise_for_status(self, response: requests.Response, what: str) -> None:
+    def raise_for_status(self, response: requests.Response, what: str) -> None:
         status = response.status_code
         if status < 300:
             return
@@ -249,12 +265,28 @@ class ManagerClient:
             )
         if status == 404:
             raise SubmitError(f"{self.url} does not look like a Flamenco manager (404 when {what})")
-        raise SubmitError(f"the manager answered {status} when {what}: {_message(response)}")
+        raise SubmitError(
+            f"the manager answered {status} when {what}: {response_message(response)}"
+        )
 
 
-def header_safe(text: str) -> str:
-    """Header values must be Latin-1; percent-encode anything else (the name is for logs)."""
-    return urllib.parse.quote(text, safe=" /!#$&'()*+,;=@[]~:")
+# Characters an RFC 2047 "Q" encoded word may carry as they are (its strictest context).
+_Q_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+
+
+def encode_original_filename(name: str) -> str:
+    """X-Shaman-Original-Filename as Flamenco 3.9's add-on sends it: one RFC 2047 encoded
+    word, e.g. `=?utf-8?q?linked=5Fcube=2Eblend?=`, never folded (Go decodes it and
+    answers 400 to anything undecodable; a folded header breaks aiohttp servers)."""
+    out = []
+    for byte in name.encode("utf-8", errors="surrogatepass"):
+        if byte in _Q_PLAIN:
+            out.append(chr(byte))
+        elif byte == 0x20:
+            out.append("_")
+        else:
+            out.append(f"={byte:02X}")
+    return f"=?utf-8?q?{''.join(out)}?="
 
 
 def _never_sent(ex: requests.RequestException) -> bool:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .flamenco.job import JobSpec
+
 
 @dataclass
 class SubmitOptions:
@@ -26,11 +28,15 @@ class SubmitOptions:
     token: str | None = None  # sent as "Authorization: Bearer <token>"
     pack_blend_name: str | None = None  # file name of the blend in the checkout (same folder)
     trace_cache: bool = True  # reuse the last trace while no blend or asset folder changed
+    # The render job to create after the checkout (Flamenco's Submit); None: upload and
+    # check out only.
+    job: JobSpec | None = None
 
 
 @dataclass
 class SubmitResult:
-    """Where the job's copy of the blend lives, and what it took to get it there."""
+    """Where the job's copy of the blend lives, what it took to get it there, and the
+    render job created for it (None when SubmitOptions.job was None)."""
 
     checkout_path: str  # as used by the manager, relative to its jobs directory
     farm_blend_path: str  # "{jobs}/<checkout_path>/<blend path in pack>"
@@ -41,3 +47,6 @@ class SubmitResult:
     files_uploaded: int = 0
     bytes_uploaded: int = 0
     files_hashed: int = 0  # read from disk; the rest came from the checksum cache
+    job_id: str | None = None
+    job_name: str | None = None
+    job_url: str | None = None  # the job in the Manager's web UI: <manager>/app/jobs/<id>

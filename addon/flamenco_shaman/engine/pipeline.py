@@ -39,7 +39,7 @@ from typing import Any
 
 from .batching import SERVER_MAX_FILE_SIZE, BatchBody, split_batches
 from .cache import ChecksumCache
-from .client import ManagerClient, UploadInterrupted
+from .client import ManagerClient, UploadInterrupted, upload_stored
 from .errors import SubmitCancelled, SubmitError
 from .hashing import identify, stat_key
 from .progress import ProgressTracker
@@ -572,7 +572,7 @@ class Pipeline:
             finally:
                 if isinstance(body, FileBody) and body.sent:
                     self._tracker.streamed(-body.sent, name)
-            if status == 204:
+            if upload_stored(status):
                 self._tracker.uploaded(blob.size)
                 self._settle(blob)
                 return
@@ -628,7 +628,7 @@ class Pipeline:
             finally:
                 if body.streamed:
                     self._tracker.streamed(-body.streamed, "")
-            if status == 200:
+            if upload_stored(status):
                 self._batch_answered(body, results, can_defer)
                 return
             if status in (404, 405):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-PHASES = ("tracing", "hashing", "uploading", "checkout", "done")
+PHASES = ("tracing", "hashing", "uploading", "checkout", "job", "done")  # job: creating it
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Blender-only side of the add-on: properties, preferences, operators and the panel.
 
 Imported by the package's register(), never at package import time, so the engine and
-`shaman-submit` work without bpy. job and connection are bpy-free too; the
-bpy modules are imported inside register() so those stay importable (and testable)
-without Blender.
+`shaman-submit` work without bpy. job, connection, catalog and job_settings are bpy-free
+too; the bpy modules are imported inside register() so those stay importable (and
+testable) without Blender.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ def _cancel_on_load(*_args: object) -> None:
 
 
 def _modules() -> tuple:
-    from . import operators, panel, preferences, properties
+    from . import job_type_ops, operators, panel, preferences, properties
 
-    return (properties, preferences, operators, panel)
+    return (properties, preferences, job_type_ops, operators, panel)
 
 
 def register() -> None:
@@ -42,5 +42,8 @@ def unregister() -> None:
     if _cancel_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_cancel_on_load)
     job.cancel_current()
+    from . import job_type_props
+
+    job_type_props.uninstall()
     for module in reversed(_modules()):
         module.unregister()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions, SubmitResult
 from ..engine.checkout_path import default_checkout_path, sanitize_checkout_path
+from ..engine.flamenco.job import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class JobRequest:
     relative_only: bool = False
     uploads: int = 4
     token: str | None = None
+    job: JobSpec | None = None  # the render job to create once the files are on the farm
 
 
 class SubmitJob:
@@ -83,6 +85,7 @@ class SubmitJob:
             token=req.token or None,
             # The copy has a hidden random name; the farm should see the artist's file name.
             pack_blend_name=req.original_blend.name if req.temp_blend else None,
+            job=req.job,
         )
 
     def _on_progress(self, progress: Progress) -> None:
@@ -158,6 +161,7 @@ PHASE_LABELS = {
     "hashing": "Checksumming",
     "uploading": "Uploading",
     "checkout": "Creating checkout",
+    "job": "Creating the render job",
     "done": "Done",
 }
 

@@ -1,8 +1,11 @@
-"""Submit, Cancel and Copy Farm Path operators.
+"""Submit, Cancel, Copy Farm Path and Open Job operators.
 
-Submit runs the engine in a worker thread (`job.SubmitJob`) and watches it from a modal
-timer, so Blender stays responsive; executed directly (scripts, background mode) it runs
-the engine synchronously and leaves the result on `window_manager.flamenco_shaman`.
+Submit evaluates the job's settings and saves a temporary copy on the main thread, then
+runs the engine (upload, checkout, render job) in a worker thread (`job.SubmitJob`) and
+watches it from a modal timer, so Blender stays responsive; executed directly (scripts,
+background mode) it runs synchronously and leaves the result on
+`window_manager.flamenco_shaman`. A Submit before the job types are known fetches them
+first, in a thread too.
 """
 
 from __future__ import annotations
@@ -12,38 +15,50 @@ from pathlib import Path
 
 import bpy
 
-from . import job
-from .preferences import get_preferences
-
-POLL_SECONDS = 0.1
-
-
-def _redraw_properties(context: bpy.types.Context) -> None:
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "PROPERTIES":
-                area.tag_redraw()
+from ..engine import SubmitError
+from . import catalog, job, job_spec
+from .job_type_ops import POLL_SECONDS, fetch_now, redraw_properties, use_catalog
+from .preferences import get_preferences, manager_of
 
 
 class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
-    """Send this blend file and everything it uses to the Flamenco farm"""
+    """Send this blend file and everything it uses to the Flamenco farm and create the render job"""
 
     bl_idname = "flamenco_shaman.submit"
     bl_label = "Submit to Flamenco"
 
     _timer = None
     _job: job.SubmitJob | None = None
+    _fetch: catalog.CatalogFetch | None = None
 
-    def _prepare(self, context: bpy.types.Context) -> job.SubmitJob | None:
-        """Gather settings and save the temporary copy; None (after a report) if we can't."""
+    def _can_start(self) -> bool:
         if job.current is not None and job.current.running:
             self.report({"ERROR"}, "A submission is already running; wait for it or cancel it")
-            return None
+            return False
+        if catalog.pending is not None and catalog.pending.waiting:
+            self.report({"ERROR"}, "Still asking the Manager for its job types; wait or cancel")
+            return False
         if not bpy.data.filepath:
             self.report({"ERROR"}, "Save the blend file first: the farm needs it on disk")
+            return False
+        return True
+
+    def _prepare(self, context: bpy.types.Context, offer: catalog.Catalog) -> job.SubmitJob | None:
+        """Build the job and save the temporary copy; None (after a report) if we can't.
+
+        Settings are evaluated before anything is written, so a failing expression
+        leaves no copy behind.
+        """
+        if not self._can_start():
+            return None
+        try:
+            spec = job_spec.build(context, offer)
+        except job_spec.JobSpecError as ex:
+            self.report({"ERROR"}, str(ex))
             return None
         original = Path(bpy.data.filepath)
         prefs = get_preferences(context)
+        url, token = manager_of(context)
         settings = context.scene.flamenco_shaman
         root = Path(bpy.path.abspath(settings.project_root)) if settings.project_root else None
         temp: Path | None = job.temp_copy_path(original)
@@ -72,12 +87,13 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         request = job.JobRequest(
             original_blend=original,
             temp_blend=temp,
-            manager_url=prefs.manager_url,
+            manager_url=url,
             checkout_path=job.checkout_path_for(settings.checkout_name, original),
             project_root=root,
             relative_only=settings.relative_only,
             uploads=prefs.uploads,
-            token=prefs.token or None,
+            token=token,
+            job=spec,
         )
         try:
             submit_job = job.SubmitJob(request)
@@ -98,6 +114,9 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         state.files_uploaded = result.files_uploaded if result else 0
         state.files_total = result.files_total if result else 0
         state.missing_count = len(result.missing_files) if result else 0
+        state.job_id = (result.job_id or "") if result else ""
+        state.job_name = (result.job_name or "") if result else ""
+        state.job_url = (result.job_url or "") if result else ""
         state.error = job.last_error or ""
         if result is None:
             self.report({"WARNING"} if done.cancelled else {"ERROR"}, state.error)
@@ -105,7 +124,7 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         uploaded = job.format_bytes(result.bytes_uploaded)
         self.report(
             {"INFO"},
-            f"Submitted {result.farm_blend_path} "
+            f"Created render job '{state.job_name}' ({state.job_id}) for {result.farm_blend_path} "
             f"({result.files_uploaded} of {result.files_total} files uploaded, {uploaded})",
         )
         if result.missing_files:
@@ -118,7 +137,17 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         # Scripts and background mode: run to completion so the caller can read the result.
-        submit_job = self._prepare(context)
+        if not self._can_start():
+            return {"CANCELLED"}
+        url, token = manager_of(context)
+        offer = catalog.for_url(url)
+        if offer is None:
+            try:
+                offer = fetch_now(context, url, token)
+            except SubmitError as ex:
+                self.report({"ERROR"}, f"Cannot get the job types: {ex}")
+                return {"CANCELLED"}
+        submit_job = self._prepare(context, offer)
         if submit_job is None:
             return {"CANCELLED"}
         submit_job.run()
@@ -127,21 +156,52 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        submit_job = self._prepare(context)
-        if submit_job is None:
+        if not self._can_start():
             return {"CANCELLED"}
-        self._job = submit_job
-        submit_job.start()
+        url, token = manager_of(context)
+        offer = catalog.for_url(url)
+        if offer is None:
+            # Job types not known yet: fetch them first, without blocking the UI.
+            self._fetch = catalog.start_fetch(url, token)
+        elif not self._start(context, offer):
+            return {"CANCELLED"}
         wm = context.window_manager
         self._timer = wm.event_timer_add(POLL_SECONDS, window=context.window)
         wm.modal_handler_add(self)
-        _redraw_properties(context)
+        redraw_properties(context)
         return {"RUNNING_MODAL"}
+
+    def _start(self, context: bpy.types.Context, offer: catalog.Catalog) -> bool:
+        submit_job = self._prepare(context, offer)
+        if submit_job is None:
+            return False
+        self._job = submit_job
+        submit_job.start()
+        return True
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        _redraw_properties(context)
+        redraw_properties(context)
+        if self._fetch is not None:
+            if self._fetch.waiting:
+                return {"PASS_THROUGH"}
+            if self._fetch.cancelled:
+                context.window_manager.event_timer_remove(self._timer)
+                context.window_manager.flamenco_shaman.error = "Submission cancelled"
+                self.report({"WARNING"}, "Submission cancelled")
+                return {"CANCELLED"}
+            fetched = catalog.publish(self._fetch)
+            self._fetch = None
+            if fetched is None:
+                context.window_manager.event_timer_remove(self._timer)
+                self.report({"ERROR"}, f"Cannot get the job types: {catalog.last_error}")
+                return {"CANCELLED"}
+            use_catalog(context, fetched)
+            if not self._start(context, fetched):
+                context.window_manager.event_timer_remove(self._timer)
+                return {"CANCELLED"}
+            return {"PASS_THROUGH"}
         if self._job is None or self._job.running:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
@@ -156,9 +216,12 @@ class FLAMENCO_SHAMAN_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return job.current is not None and job.current.running
+        running = job.current is not None and job.current.running
+        return running or (catalog.pending is not None and catalog.pending.waiting)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if catalog.pending is not None:
+            catalog.pending.cancel()
         job.cancel_current(wait=0.0)
         self.report({"INFO"}, "Cancelling submission")
         return {"FINISHED"}
@@ -181,6 +244,25 @@ class FLAMENCO_SHAMAN_OT_copy_farm_path(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMENCO_SHAMAN_OT_submit, FLAMENCO_SHAMAN_OT_cancel, FLAMENCO_SHAMAN_OT_copy_farm_path)
+class FLAMENCO_SHAMAN_OT_open_job(bpy.types.Operator):
+    """Open the render job in the Manager's web interface"""
+
+    bl_idname = "flamenco_shaman.open_job"
+    bl_label = "Open Job in Flamenco"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(context.window_manager.flamenco_shaman.job_url)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return bpy.ops.wm.url_open(url=context.window_manager.flamenco_shaman.job_url)
+
+
+classes = (
+    FLAMENCO_SHAMAN_OT_submit,
+    FLAMENCO_SHAMAN_OT_cancel,
+    FLAMENCO_SHAMAN_OT_copy_farm_path,
+    FLAMENCO_SHAMAN_OT_open_job,
+)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

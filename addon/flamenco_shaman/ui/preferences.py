@@ -6,7 +6,7 @@ import threading
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from .connection import describe_manager
+from .connection import describe_manager, manager_address
 
 # The add-on's top package: "bl_ext.user_default.flamenco_shaman" as an extension,
 # "flamenco_shaman" as a legacy add-on. Blender looks preferences up by this name.
@@ -18,7 +18,8 @@ class FLAMENCO_SHAMAN_AP_preferences(bpy.types.AddonPreferences):
 
     manager_url: StringProperty(
         name="Manager URL",
-        description="Address of the Flamenco Manager, e.g. http://flamenco:8080/",
+        description="Address of the Flamenco Manager, e.g. http://flamenco:8080/; "
+        "when never set, the FLAMENCO_MANAGER_URL environment variable is used if present",
         default="http://localhost:8080/",
     )
     uploads: IntProperty(
@@ -30,7 +31,8 @@ class FLAMENCO_SHAMAN_AP_preferences(bpy.types.AddonPreferences):
     )
     token: StringProperty(
         name="Access Token",
-        description="Only needed when the Manager requires one",
+        description="Only needed when the Manager requires one; "
+        "when empty, the FLAMENCO_SHAMAN_TOKEN environment variable is used if present",
         default="",
         subtype="PASSWORD",
     )
@@ -54,6 +56,12 @@ def get_preferences(context: bpy.types.Context) -> FLAMENCO_SHAMAN_AP_preference
     return context.preferences.addons[ADDON_ID].preferences
 
 
+def manager_of(context: bpy.types.Context) -> tuple[str, str | None]:
+    """(url, token) of the Manager to use: the preferences', else the environment's."""
+    prefs = get_preferences(context)
+    return manager_address(prefs.manager_url, prefs.is_property_set("manager_url"), prefs.token)
+
+
 class FLAMENCO_SHAMAN_OT_check_connection(bpy.types.Operator):
     """Ask the Manager for its name and version, and whether Shaman is enabled"""
 
@@ -71,13 +79,12 @@ class FLAMENCO_SHAMAN_OT_check_connection(bpy.types.Operator):
         return {"FINISHED"} if ok else {"CANCELLED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        prefs = get_preferences(context)
-        return self._finish(context, *describe_manager(prefs.manager_url, prefs.token))
+        return self._finish(context, *describe_manager(*manager_of(context)))
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         # An unreachable host can take seconds to time out; keep the UI responsive.
         prefs = get_preferences(context)
-        url, token = prefs.manager_url, prefs.token
+        url, token = manager_of(context)
         prefs.last_check = f"Contacting {url} ..."
 
         # The thread fills a plain list: it must never touch a Blender object.

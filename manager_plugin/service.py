@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .checkout import CheckoutBuilder
+from .checkout import JOBS_ROOT, CheckoutBuilder
 from .config import Config
 from .errors import InvalidPath
 from .filestore import FileStore
@@ -83,7 +83,8 @@ class ShamanService:
         mode = self.config.portable_names
         if mode == "off":
             return []
-        checkout_path = validate_checkout_path(checkout_path)
+        if checkout_path != JOBS_ROOT:  # "." is Flamenco's: the builder makes it ".-xxxx"
+            checkout_path = validate_checkout_path(checkout_path)
         problems = portability_problems(
             checkout_path, [spec.path for spec in files if isinstance(spec.path, str)]
         )

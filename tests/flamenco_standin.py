@@ -849,11 +849,13 @@ def setup_shaman_routes(app: web.Application, standin: FlamencoStandin) -> None:
             body = await answer.read()
             status = answer.status
         if status == 200:
+            response = web.Response(status=200, body=body, content_type="application/json")
             if state.gone_after_checkout:
-                asyncio.get_running_loop().call_soon(
-                    lambda: asyncio.ensure_future(standin.vanish())
-                )
-            return web.Response(status=200, body=body, content_type="application/json")
+                # The answer is on its way before the Manager vanishes, not lost with it.
+                await response.prepare(request)
+                await response.write_eof()
+                asyncio.ensure_future(standin.vanish())
+            return response
         if status == 424:
             return _error(500, "unexpected error: unknown files requested in checkout")
         if status == 400 and not _is_json_object(body):

@@ -179,6 +179,7 @@ def test_after_going_away_the_manager_refuses_connections(flamenco: FlamencoStan
     answer = requests.post(
         flamenco.api("api/v3/shaman/checkout/create"),
         json={"files": [{"sha": sha, "size": size, "path": "a.blend"}], "checkoutPath": "c"},
+        timeout=30,
     )
     assert answer.json() == {"checkoutPath": "c"}
     with pytest.raises(requests.ConnectionError):

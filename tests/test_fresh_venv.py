@@ -5,6 +5,7 @@ and ZStandard compressed), to the real manager started from the same environment
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,8 +80,9 @@ def test_plain_gzip_and_zstd_blends_submit_and_check_out_byte_identical(
         url = manager.stdout.readline().split()[3]
         for name in BLENDS:
             submitted = run(
-                venv_bin / "shaman-submit", project / name, "--manager", url, env=clean_env()
-            )
+                venv_bin / "shaman-submit", project / name, "--manager", url, "--no-job",
+                env=clean_env(),
+            )  # fmt: skip
             assert submitted.returncode == 0, submitted.stderr
             farm_path = submitted.stdout.splitlines()[-1]
             assert farm_path.startswith("{jobs}/") and farm_path.endswith("/" + name)
@@ -90,3 +92,22 @@ def test_plain_gzip_and_zstd_blends_submit_and_check_out_byte_identical(
         manager.terminate()
         manager.wait(30)
         log.close()
+
+
+def test_each_blend_becomes_a_render_job_read_from_its_own_scene(venv_bin, blendfiles, flamenco):
+    """The job path reads the scene from the blend with BAT too: also compressed ones."""
+    project = flamenco.storage.parent / "project"
+    project.mkdir()
+    for name in BLENDS:
+        shutil.copy(blendfiles / name, project / name)
+        submitted = run(
+            venv_bin / "shaman-submit", project / name, "--manager", flamenco.url,
+            "--set", "format=PNG", env=clean_env(),
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        *_, farm_path, job_id = submitted.stdout.splitlines()
+        job = flamenco.received_jobs[-1]
+        assert job["settings"]["blendfile"] == farm_path and job_id
+        assert re.fullmatch(r"\d+-\d+", job["settings"]["frames"])
+        checked_out = flamenco.jobs / farm_path.removeprefix("{jobs}/")
+        assert checked_out.read_bytes() == (blendfiles / name).read_bytes()

@@ -219,7 +219,10 @@ def shaman_submit(blend: Path, manager_url: str) -> subprocess.CompletedProcess[
     submit = shutil.which("shaman-submit")
     assert submit, "shaman-submit is not installed (pip install -e .)"
     return subprocess.run(
-        [submit, str(blend), "--manager", manager_url], capture_output=True, text=True, timeout=120
+        [submit, str(blend), "--manager", manager_url, "--no-job"],  # ours: no jobs API
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

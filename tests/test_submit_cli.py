@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -186,6 +187,14 @@ def test_no_progress_bar_when_not_on_a_terminal(manager, blends, env):
     assert run.stderr == ""
 
 
+def _holds_a_temp(uploading: Path) -> bool:
+    """Whether an upload temp exists; its dirs come and go while the walk runs."""
+    try:
+        return any(uploading.rglob("*.tmp"))
+    except FileNotFoundError:
+        return False
+
+
 def test_ctrl_c_cancels_mid_upload_without_a_checkout(manager, blends, env):
     frame = blends / "imgseq" / "000210.png"
     with open(frame, "r+b") as f:
@@ -206,7 +215,7 @@ def test_ctrl_c_cancels_mid_upload_without_a_checkout(manager, blends, env):
     try:
         deadline = time.monotonic() + 60
         uploading = manager.store / "uploading"
-        while not (uploading.exists() and any(uploading.rglob("*.tmp"))):
+        while not _holds_a_temp(uploading):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the upload never started"
             time.sleep(0.05)

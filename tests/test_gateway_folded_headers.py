@@ -18,7 +18,7 @@ from conftest import RunningManager
 from gateway_helpers import RunningGateway
 
 from manager_plugin.http.filenames import UndecodableFilename, decode_original_filename
-from manager_plugin.http.headerfold import head_end, unfold_head
+from manager_plugin.http.headerfold import UnfoldingParser, head_end, unfold_head
 
 LONG_PATH = "textures/environment/forest/very-long-directory-name/ránið bark_diffuse_4k.png"
 
@@ -164,3 +164,47 @@ def test_the_head_ends_at_the_first_blank_line():
     data = b"POST / HTTP/1.1\r\nA: 1\r\n\r\nbody\n \n\nmore"
     assert data[: head_end(data)] == b"POST / HTTP/1.1\r\nA: 1\r\n\r\n"
     assert head_end(b"POST / HTTP/1.1\r\nA: 1\r\n") == -1
+
+
+class RecordingParser:
+    """Stands in for aiohttp's parser: records what it is fed, emits no messages."""
+
+    def __init__(self) -> None:
+        self.fed: list[bytes] = []
+
+    def feed_data(self, data: bytes) -> tuple[list, bool, bytes]:
+        self.fed.append(bytes(data))
+        return [], False, b""
+
+
+def test_a_head_split_across_reads_is_joined_and_the_body_passes_untouched():
+    inner = RecordingParser()
+    parser = UnfoldingParser(inner)
+    body = b"ab\n cd\n\tef"
+    for piece in (
+        b"POST / HTTP/1.1\r\nX-A: 1",
+        b"\n 2\r\nContent-Length: 10\r",
+        b"\n\r\nab\n ",
+        b"cd\n\tef",
+    ):
+        parser.feed_data(piece)
+    assert b"".join(inner.fed) == (
+        b"POST / HTTP/1.1\r\nX-A: 1 2\r\nContent-Length: 10\r\n\r\n" + body
+    )
+
+
+def test_the_protocols_reparse_poke_reaches_the_parser_while_a_head_is_held():
+    inner = RecordingParser()
+    parser = UnfoldingParser(inner)
+    parser.feed_data(b"GET / HTTP/1.1\r\nX-A: 1")
+    assert inner.fed == []  # held until the head is whole
+    parser.feed_data(b"")
+    assert inner.fed == [b""]
+
+
+def test_a_chunked_body_passes_untouched():
+    inner = RecordingParser()
+    parser = UnfoldingParser(inner)
+    data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\na\n b\r\n0\r\n\r\n"
+    parser.feed_data(data)
+    assert b"".join(inner.fed) == data

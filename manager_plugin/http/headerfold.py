@@ -95,11 +95,15 @@ class UnfoldingParser:
         return getattr(self._inner, name)
 
     def feed_data(self, data: bytes | bytearray) -> Any:
-        data = bytes(data)
-        messages: list[Any] = []
-        fed = False
         if self._raw and self._body is not None and self._body.is_eof():
             self._raw, self._body = False, None
+        if not data:
+            # The protocol's poke to re-parse what the paused parser holds: always passed
+            # on, even while we hold part of a head, or those messages would never come.
+            result = self._inner.feed_data(b"")
+            return self._track(result) if self._raw else result
+        data = bytes(data)
+        messages: list[Any] = []
         while True:
             if self._raw:
                 return self._merge(messages, self._track(self._inner.feed_data(data)))
@@ -107,7 +111,6 @@ class UnfoldingParser:
                 piece, data = data[: self._left], data[self._left :]
                 self._left -= len(piece)
                 result = self._inner.feed_data(piece)
-                fed = True
                 messages.extend(result[0])
                 if result[1]:
                     return messages, True, result[2] + data
@@ -122,8 +125,6 @@ class UnfoldingParser:
                     self._raw, self._body = True, None
                     data, self._head = self._head, b""
                     continue
-                if not fed and not self._head:  # a re-parse call: let the parser go on
-                    return self._merge(messages, self._inner.feed_data(b""))
                 return messages, False, b""
             head = unfold_head(self._head[:end])
             data, self._head = self._head[end:], b""
@@ -133,7 +134,6 @@ class UnfoldingParser:
                 data = head + data
                 continue
             result = self._inner.feed_data(head)
-            fed = True
             messages.extend(result[0])
             if result[1]:
                 return messages, True, result[2] + data

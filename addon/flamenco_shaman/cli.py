@@ -3,7 +3,8 @@ then create its render job there, as Flamenco's Submit does.
 
 A thin front end over the engine: parses arguments, works out the job's settings (from
 --set, the blend's own scene, the job type's defaults), draws a progress bar on a
-terminal, prints missing assets and what was uploaded, then the blend file's path on the
+terminal, prints missing assets, the manager's warnings (on standard error) and what was
+uploaded, then the blend file's path on the
 farm and, as its last line of standard output, the job's ID (with --no-job the farm path
 is the last line).
 """
@@ -310,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Missing assets ({len(result.missing_files)}):")
         for path in result.missing_files:
             print(f"  {path}")
+    for warning in result.warnings:  # the manager's, e.g. names Windows workers can't hold
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     print(
         f"Uploaded {human_bytes(result.bytes_uploaded)} of {human_bytes(result.bytes_total)} "
         f"({result.files_uploaded} of {result.files_total} files; "

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
-from .filestore import FileStore, is_disk_full
+from .store import FileStore, is_disk_full
 from .fstree import remove_tree
 from .locking import StorageLock
 from .models import FileSpec
@@ -136,20 +136,26 @@ class CheckoutBuilder:
         self,
         store: FileStore,
         jobs_dir: Path,
-        lock: StorageLock | None = None,
+        lock: StorageLock,
         *,
         absolute_symlinks: bool = False,
+        reuse_links: bool = True,
     ) -> None:
         self.store = store
         self.jobs_dir = Path(jobs_dir)
-        self.lock = lock or StorageLock(store.root / ".lock")
+        self.lock = lock  # the one lock GC also takes: a builder's own would exclude nothing
         self.absolute_symlinks = absolute_symlinks
-        self.reuse_links = True
+        self.reuse_links = reuse_links  # shaman.tuning.reuseLinks
+        # Links and touches of a big checkout, spread over threads; see `close`.
+        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="checkout")
         # parent dir of a checkout -> the latest checkout made there (a link donor)
         self._latest: dict[str, str] = {}
         self._latest_lock = threading.Lock()
-        self.links_reused = 0  # counters for logs and tests
-        self.links_created = 0
+        self.links_reused = 0  # for logs and tests
+
+    def close(self) -> None:
+        """Stop the worker threads (with the app)."""
+        self._pool.shutdown(wait=True)
 
     def create(self, checkout_path: str, files: Iterable[FileSpec]) -> str:
         """Build the checkout; return the path actually used, relative to `jobs_dir`."""
@@ -177,7 +183,6 @@ class CheckoutBuilder:
                     while len(self._latest) > MAX_REMEMBERED_PARENTS:
                         del self._latest[next(iter(self._latest))]
                     self.links_reused += reused
-                    self.links_created += len(by_path) - reused
             temp = ""
         except BaseException as exc:
             if temp:
@@ -317,7 +322,7 @@ class CheckoutBuilder:
         def touch(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
             return [(sha, size) for sha, size in keys if not store_touch(sha, size)]
 
-        wanted = set(_in_parallel(touch, list(set(by_path.values()))))
+        wanted = set(_in_parallel(self._pool, touch, list(set(by_path.values()))))
         if wanted:
             listed = [FileSpec(s, z, p) for p, (s, z) in by_path.items() if (s, z) in wanted]
             names = ", ".join(spec.path for spec in listed[:10])
@@ -389,7 +394,7 @@ class CheckoutBuilder:
                     raise InvalidPath(f"files: {path!r} collides with another file name") from None
             return [reused]
 
-        return sum(_in_parallel(make_links, jobs))
+        return sum(_in_parallel(self._pool, make_links, jobs))
 
     def _rename_into_place(self, temp: str, parent: str, name: str) -> str:
         candidate = name
@@ -427,12 +432,13 @@ def _clip(name: str, max_bytes: int) -> str:
 
 
 _WORKERS = max(2, os.cpu_count() or 1)
-_POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="checkout")
 PARALLEL_MIN = 2000  # items below which one thread does it all (thread hops cost more)
 
 
-def _in_parallel(func: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
-    """func over contiguous slices of items on the checkout pool; results concatenated.
+def _in_parallel(
+    pool: ThreadPoolExecutor, func: Callable[[list[T]], list[R]], items: list[T]
+) -> list[R]:
+    """func over contiguous slices of items on `pool`; results concatenated.
 
     The first exception of any slice is raised after every slice has finished, so the
     caller can clean up knowing that no thread still works on its files.
@@ -440,7 +446,7 @@ def _in_parallel(func: Callable[[list[T]], list[R]], items: list[T]) -> list[R]:
     if len(items) < PARALLEL_MIN:
         return func(items)
     step = -(-len(items) // _WORKERS)
-    futures = [_POOL.submit(func, items[i : i + step]) for i in range(0, len(items), step)]
+    futures = [pool.submit(func, items[i : i + step]) for i in range(0, len(items), step)]
     wait(futures)
     results: list[R] = []
     for future in futures:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .checkout import CheckoutBuilder
 from .config import Config
 from .errors import InvalidPath
-from .filestore import FileStore
+from .store import FileStore
 from .gc import GarbageCollector, SweepStats
 from .locking import StorageLock
 from .models import FileSpec, FileStatus
@@ -38,9 +38,15 @@ class ShamanService:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.lock = StorageLock(config.file_store_path / ".lock")
-        self.store = FileStore(config.storage_path, body_read_timeout=config.body_read_timeout)
+        self.store = FileStore(
+            config.storage_path, body_read_timeout=config.body_read_timeout, tuning=config.tuning
+        )
         self.checkouts = CheckoutBuilder(
-            self.store, config.jobs_path, self.lock, absolute_symlinks=config.absolute_symlinks
+            self.store,
+            config.jobs_path,
+            self.lock,
+            absolute_symlinks=config.absolute_symlinks,
+            reuse_links=config.tuning.reuse_links,
         )
         self.gc = GarbageCollector(
             self.store,
@@ -49,6 +55,11 @@ class ShamanService:
             max_age=config.gc_max_age,
             extra_checkout_paths=config.gc_extra_checkout_paths,
         )
+
+    def close(self) -> None:
+        """Stop the worker threads of the store and the checkout builder."""
+        self.store.close()
+        self.checkouts.close()
 
     def prepare_storage(self) -> None:
         """Create the storage layout and remove temp files left by dead uploads."""
@@ -65,7 +76,7 @@ class ShamanService:
         first: dict[tuple[str, int], FileSpec] = {}
         for spec in files:
             first.setdefault((spec.sha, spec.size), spec)
-        statuses = self.store.statuses(first)
+        statuses = self.store.touch_statuses(first)
         return [
             (spec, status)
             for spec, status in zip(first.values(), statuses, strict=True)

@@ -238,10 +238,10 @@ class Submission:
     def _checkout(
         self, client: ManagerClient, pipeline: Pipeline, checkout_path: str
     ) -> Checkout:
-        optimistic = not pipeline.negotiated
+        optimistic = pipeline.optimistic
         try:
             made = client.create_checkout(pipeline.checkout_files(), checkout_path)
-            pipeline.settle_held()
+            pipeline.checkout_accepted()
             return made
         except CheckoutIncomplete:
             if optimistic:
@@ -249,7 +249,7 @@ class Submission:
             else:
                 log.info("checkout refused with 424; sending the missing files once more")
         self._tracker.set_phase("uploading")
-        pipeline.resend_all()
+        pipeline.renegotiate_all()
         self._check_cancel()
         self._tracker.set_phase("checkout")
         try:

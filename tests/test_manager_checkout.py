@@ -78,7 +78,7 @@ def test_missing_blob_creates_nothing_and_names_the_file(store):
     absent = FileSpec("f" * 64, 3, "sub/missing.txt")
     with pytest.raises(MissingFiles, match="sub/missing.txt") as info:
         builder(store).create("proj/deep/job", [present, absent])
-    assert [spec.path for spec in info.value.missing] == ["sub/missing.txt"]
+    assert [spec.path for spec in info.value.files] == ["sub/missing.txt"]
     assert tree(store.storage_root / "jobs") == set()
 
 

@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 
 from ..errors import ClientDisconnected
+from .errors import STATUS
 from .filenames import HEADER as FILENAME_HEADER
 from .filenames import filename_for_log
 from .logtext import loggable
@@ -45,7 +46,7 @@ async def access_log_middleware(
         extra = f" file={loggable(filename_for_log(original))}" if original else ""
         extra += request.get(LOG_EXTRA, "")
         received = request.get(BODY_BYTES, request.content.total_bytes)
-        if status == ClientDisconnected.status:
+        if status == STATUS[ClientDisconnected]:
             of = f" of {request.content_length}" if request.content_length is not None else ""
             extra += f" client disconnected after {received}{of} body bytes"
         access_log.info(

@@ -17,7 +17,7 @@ from ..config import Config
 from ..service import ShamanService
 from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
-from .batch import setup_batch_routes
+from .batch_upload import setup_batch_upload_route
 from .bigbodies import add_body_slots
 from .errors import error_middleware
 from .gateway import setup_gateway_routes
@@ -35,7 +35,7 @@ RouteSetup = Callable[[web.Application, ShamanService], None]
 # Every set of routes the server speaks. Add one line per protocol.
 ROUTE_SETS: list[RouteSetup] = [
     setup_flamenco_routes,
-    setup_batch_routes,
+    setup_batch_upload_route,
     setup_legacy_routes,
 ]
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import AlreadyStored, InvalidRequest, ShamanError
+from ..errors import InvalidRequest, ShamanError
 from ..models import FileSpec
 from ..paths import parse_size, validate_checksum
-from ..service import ShamanService
+from ..service import Received, ShamanService
 from .auth import public
 from .bigbodies import in_slot, is_large, requirements_pieces, stream_json
 from .bodies import (
@@ -32,6 +32,10 @@ API = "/api/v3"
 # submits only when `shortversion` equals its own version; the current stable release:
 FLAMENCO_COMPAT_VERSION = "3.8.5"
 SERVER_NAME = "Shaman for Flamenco 3.8.5 (Python; standalone: no jobs API)"
+
+
+# An upload that did not fail: 204 stored by this request, 208 stored already.
+_UPLOAD_STATUS: dict[Received, int] = {"stored": 204, "already stored": 208}
 
 
 def _checkout_request(raw: bytes) -> tuple[dict[str, Any], list[FileSpec]]:
@@ -86,7 +90,7 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
     async def file_status(request: web.Request) -> web.Response:
         sha = validate_checksum(request.match_info["checksum"], "checksum")
         size = parse_size(request.match_info["filesize"], "filesize")
-        status = await asyncio.to_thread(service.store.peek_status, sha, size)
+        status = await asyncio.to_thread(service.file_status, sha, size)
         return web.json_response({"status": status})
 
     async def upload(request: web.Request) -> web.Response:
@@ -101,10 +105,10 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         source = socket_source(request, size, pace)
         try:
             try:
-                await service.store.receive(sha, size, reader, can_defer=can_defer, source=source)
-                response = web.Response(status=204)
-            except AlreadyStored:
-                response = web.Response(status=208)
+                outcome = await service.receive(
+                    sha, size, reader, can_defer=can_defer, source=source
+                )
+                response = web.Response(status=_UPLOAD_STATUS[outcome])
             except ShamanError as exc:
                 if source is None or not source.taken:
                     raise

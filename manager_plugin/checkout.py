@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
-from .store import FileStore, is_disk_full
 from .fstree import remove_tree
 from .locking import StorageLock
 from .models import FileSpec
@@ -46,6 +45,8 @@ from .paths import (
     validate_path,
     validate_size,
 )
+from .protocol import JOBS_ROOT
+from .store import FileStore, is_disk_full
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,11 +58,6 @@ MAX_REMEMBERED_PARENTS = 4096  # parent dirs whose latest checkout is kept as a 
 DONOR_SCAN_LIMIT = 2000  # entries of a parent dir scanned for a donor after a restart
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_NAME_BYTES = 255  # per path component on the filesystems Flamenco farms use
-
-
-# Flamenco's 3.9 add-on asks for checkout path "." when a script submits without a job
-# name; Go accepts it, finds the directory (jobs/ itself) taken and makes it ".-xxxx".
-JOBS_ROOT = "."
 
 
 def _load_renameat2() -> Callable[..., int] | None:
@@ -107,15 +103,14 @@ def dedupe_files(files: Iterable[FileSpec]) -> dict[str, tuple[str, int]]:
     """
     by_path: dict[str, tuple[str, int]] = {}
     for index, spec in enumerate(files):
-        field = f"files[{index}]"
-        sha = validate_checksum(spec.sha, f"{field}.sha")
-        size = validate_size(spec.size, f"{field}.size")
-        path = validate_path(spec.path, f"{field}.path")
+        sha = validate_checksum(spec.sha, f"files[{index}].sha")
+        size = validate_size(spec.size, f"files[{index}].size")
+        path = validate_path(spec.path, "path", index)
         if TEMP_PREFIX in path:
-            _refuse_reserved(path, f"{field}.path")
+            _refuse_reserved(path, "path", index)
         known = by_path.setdefault(path, (sha, size))
         if known != (sha, size):
-            raise InvalidPath(f"{field}.path: {path!r} is listed twice with different content")
+            raise InvalidPath("path", f"{path!r} is listed twice with different content", index)
     dirs: set[str] = set()
     for path in by_path:
         head = path.rpartition("/")[0]
@@ -125,7 +120,7 @@ def dedupe_files(files: Iterable[FileSpec]) -> dict[str, tuple[str, int]]:
     clash = dirs.intersection(by_path)
     if clash:
         path = min(clash)
-        raise InvalidPath(f"files: {path!r} is both a file and a directory of other files")
+        raise InvalidPath("files", f"{path!r} is both a file and a directory of other files")
     return by_path
 
 
@@ -195,7 +190,7 @@ class CheckoutBuilder:
             if is_disk_full(exc):
                 raise StorageFull("storage is full; checkout not created") from exc
             if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-                raise InvalidPath(f"checkoutPath: name too long: {checkout_path!r}") from exc
+                raise InvalidPath("checkoutPath", f"name too long: {checkout_path!r}") from exc
             raise
         used = f"{parent_rel}/{final_name}" if parent_rel else final_name
         log.info(
@@ -306,12 +301,12 @@ class CheckoutBuilder:
                 if not stat.S_ISDIR(st.st_mode):
                     kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
                     raise InvalidPath(
-                        f"checkoutPath: {os.path.relpath(current, jobs)!r} exists and is {kind}"
+                        "checkoutPath", f"{os.path.relpath(current, jobs)!r} exists and is {kind}"
                     )
         real_jobs = os.path.realpath(jobs)
         real_parent = os.path.realpath(current)
         if real_parent != real_jobs and not real_parent.startswith(real_jobs + os.sep):
-            raise InvalidPath(f"checkoutPath: {parent_rel!r} resolves outside the jobs directory")
+            raise InvalidPath("checkoutPath", f"{parent_rel!r} resolves outside the jobs directory")
         return current
 
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
@@ -325,9 +320,7 @@ class CheckoutBuilder:
         wanted = set(_in_parallel(self._pool, touch, list(set(by_path.values()))))
         if wanted:
             listed = [FileSpec(s, z, p) for p, (s, z) in by_path.items() if (s, z) in wanted]
-            names = ", ".join(spec.path for spec in listed[:10])
-            more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
-            raise MissingFiles(f"{len(listed)} files are not stored: {names}{more}", listed)
+            raise MissingFiles(listed)
 
     def _build_tree(
         self, root: str, by_path: dict[str, tuple[str, int]], donor: str | None = None
@@ -391,7 +384,9 @@ class CheckoutBuilder:
                     symlink(target, dest)
                 except FileExistsError:
                     # Only where names differ but the filesystem folds them (case).
-                    raise InvalidPath(f"files: {path!r} collides with another file name") from None
+                    raise InvalidPath(
+                        "files", f"{path!r} collides with another file name"
+                    ) from None
             return [reused]
 
         return sum(_in_parallel(self._pool, make_links, jobs))
@@ -416,10 +411,12 @@ class CheckoutBuilder:
         )
 
 
-def _refuse_reserved(path: str, field: str) -> None:
+def _refuse_reserved(path: str, field: str, index: int | None = None) -> None:
     """Names starting with TEMP_PREFIX are checkout temp dirs, which GC removes."""
     if any(part.startswith(TEMP_PREFIX) for part in path.split("/")):
-        raise InvalidPath(f"{field}: names starting with {TEMP_PREFIX!r} are reserved: {path!r}")
+        raise InvalidPath(
+            field, f"names starting with {TEMP_PREFIX!r} are reserved: {path!r}", index
+        )
 
 
 def _nbytes(text: str) -> int:

@@ -22,6 +22,8 @@ import yaml
 from .durations import parse_duration
 from .errors import ConfigError
 from .portable import MODES as PORTABLE_NAME_MODES
+from .tuning import KEYS as TUNING_KEYS
+from .tuning import Tuning
 
 if TYPE_CHECKING:
     from .gateway_config import GatewaySettings
@@ -82,6 +84,8 @@ class Config:
     portable_names: str = "warn"
     # Gateway mode (manager_plugin.gateway_config): in front of this Flamenco Manager.
     gateway: GatewaySettings | None = None
+    # `shaman.tuning`: the Linux fast paths (manager_plugin.tuning), each on by default.
+    tuning: Tuning = field(default_factory=Tuning)
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -267,6 +271,7 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     src = _read_yaml(Path(path))
     _mapping(src, "shaman")
     _mapping(src, "shaman.garbageCollect")
+    _mapping(src, "shaman.tuning")
 
     listen = src.get("listen")
     if listen is None:
@@ -358,6 +363,9 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         max_connections=max_connections,
         legacy_base_path=legacy_base_path,
         portable_names=portable_names,
+        tuning=Tuning(
+            **{attr: _bool(src, f"shaman.tuning.{key}", True) for key, attr in TUNING_KEYS.items()}
+        ),
     )
     from .gateway_config import KEYS as GATEWAY_KEYS  # it imports this module
 

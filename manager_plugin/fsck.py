@@ -6,8 +6,8 @@ the storage directory alone, so it runs with the server stopped or running:
 - every `file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob` is re-hashed (on all
   cores) and must have exactly the size and SHA-256 its path claims;
 - temp files in `file-store/uploading/` are reported; a temp is *stale* when no
-  live upload holds its flock (`filestore.temp_is_live`, the server's own
-  definition) and it is older than `STALE_TEMP_AGE` seconds;
+  live upload holds its flock (`store.temps.temp_is_live`, the server's own
+  definition) and it is older than `STALE_TEMP_AGE` seconds (the server's too);
 - anything in the store that is not a regular file (a FIFO, a socket, a device,
   a symlink) is reported and never opened;
 - symlinks under `jobs/` (and extra checkout paths) must resolve to a blob
@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
 import time
 from collections import deque
@@ -35,20 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .filestore import STALE_TEMP_AGE as FILESTORE_STALE_TEMP_AGE
-from .filestore import open_regular, remove_temp_if_stale, temp_is_live
 from .fstree import dirs_bottom_up, walk
-
-# A temp file younger than this is left alone even when unlocked: its uploader
-# may not have taken the lock yet. The server's own cleanup uses the same age.
-STALE_TEMP_AGE = FILESTORE_STALE_TEMP_AGE
+from .store.layout import Layout, parse_blob_path
+from .store.temps import STALE_TEMP_AGE, open_regular, remove_temp_if_stale, temp_is_live
 
 # hashlib releases the GIL on large updates, so threads hash in parallel.
 READ_SIZE = 1 << 20
-
-_SHA_HEAD = re.compile(r"^[0-9a-f]{2}$")
-_SHA_TAIL = re.compile(r"^[0-9a-f]{62}$")
-_BLOB_NAME = re.compile(r"^(0|[1-9][0-9]*)\.blob$")
 
 
 # Problem kinds, stable strings so scripts can grep the report.
@@ -124,17 +115,16 @@ def run_fsck(
     stale_after: float = STALE_TEMP_AGE,
 ) -> FsckReport:
     """Check the whole storage under `storage_root`; repair when asked."""
-    storage_root = Path(storage_root)
-    store = storage_root / "file-store"
-    report = FsckReport(storage_root=storage_root)
+    layout = Layout(Path(storage_root))
+    report = FsckReport(storage_root=layout.storage_root)
 
-    _check_blobs(store / "stored", report, workers)
-    _check_temps(store / "uploading", report, repair=repair, stale_after=stale_after)
+    _check_blobs(layout.stored_dir, report, workers)
+    _check_temps(layout.uploading_dir, report, repair=repair, stale_after=stale_after)
     if repair:
-        _quarantine(store, report)
+        _quarantine(layout.root, report)
     # After any quarantine: a job linking a blob just moved aside has lost that file.
-    link_roots = [storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
-    _check_links(link_roots, store / "stored", report)
+    link_roots = [layout.storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
+    _check_links(link_roots, layout.stored_dir, report)
     return report
 
 
@@ -153,15 +143,9 @@ def _iter_stored(stored: Path, report: FsckReport) -> Iterator[tuple[Path, str |
             if entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
-            match = _BLOB_NAME.match(entry.name)
-            if (
-                len(rel) == 2
-                and _SHA_HEAD.match(rel[0])
-                and _SHA_TAIL.match(rel[1])
-                and match
-                and not entry.is_symlink()
-            ):
-                yield path, rel[0] + rel[1], int(match.group(1))
+            key = None if entry.is_symlink() else parse_blob_path(rel, entry.name)
+            if key is not None:
+                yield path, key[0], key[1]
             else:
                 yield path, None, None
 

@@ -44,9 +44,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from .checkout import TEMP_PREFIX
-from .filestore import STALE_TEMP_AGE, FileStore
 from .fstree import remove_tree
 from .locking import StorageLock
+from .store import STALE_TEMP_AGE, FileStore
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from gateway_helpers import gateway, gateway_factory  # noqa: F401  (fixtures)
 from shared_files import blendfiles_dir
 
 from manager_plugin.config import Config
-from manager_plugin.filestore import FileStore
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
+from manager_plugin.store import FileStore
 
 
 @pytest.fixture(scope="session")

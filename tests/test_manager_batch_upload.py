@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from manager_plugin.batchupload import MAX_RECORD_SIZE, MAX_RECORDS
+from manager_plugin.store.batch_receive import MAX_RECORD_SIZE, MAX_RECORDS
 
 BATCH = "api/v3/shaman/batch-upload"
 CONTENT_TYPE = {"Content-Type": "application/x-shaman-batch"}

@@ -1,8 +1,8 @@
-"""Batch uploads (our extension): many small files in one streamed request body.
+"""Receiving a batch upload (our extension): many small files in one streamed body.
 
 The body is a sequence of records, each an ASCII header line `<sha256 hex> <size>\\n`
 followed by exactly `size` bytes. Records are read whole (each at most
-MAX_RECORD_SIZE), gathered into commit groups and stored by `FileStore.commit_records`
+MAX_RECORD_SIZE), gathered into commit groups and stored by `batch.RecordCommitter`
 in one thread hop per group, while the next group is being read. A malformed stream
 raises InvalidRequest naming the record; the records before it that were complete are
 still stored (they are verified blobs), and no temp file ever remains.
@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
-from .bodypace import BodyPace
-from .errors import BodyTimeout, ClientDisconnected, InvalidRequest
-from .filestore import FileStore, Reader
-from .paths import validate_checksum
+from ..bodypace import BodyPace
+from ..errors import BodyTimeout, ClientDisconnected, InvalidRequest
+from ..paths import validate_checksum
+from .batch import Record
+from .sinks import Reader
+
+if TYPE_CHECKING:
+    from .facade import FileStore
 
 MAX_RECORD_SIZE = 4 * 1024 * 1024  # bigger files use the single-file upload
 MAX_RECORDS = 10_000  # per request
@@ -24,8 +29,6 @@ MAX_HEADER_LINE = 200  # bytes, newline included
 GROUP_RECORDS = 256  # records per commit group (one thread hop, two syncs)
 GROUP_BYTES = 8 * 1024 * 1024
 READ_SIZE = 256 * 1024
-
-Record = tuple[str, int, bytes]
 
 
 class BatchReceiver:

@@ -1,4 +1,4 @@
-"""Uploads spliced from the socket (manager_plugin.zerocopy) keep every upload guarantee.
+"""Uploads spliced from the socket (manager_plugin.store.splice) keep every upload guarantee.
 
 Only big bodies take that path in production; here the threshold is lowered so that
 the upload tests of the ordinary path run again through it, plus tests of its own.

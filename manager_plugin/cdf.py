@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from .protocol import is_checksum
 
-ANSWER_FILE_UNKNOWN = "file-unknown"
-ANSWER_ALREADY_UPLOADING = "already-uploading"
+ANSWER_FILE_UNKNOWN: Final = "file-unknown"
+ANSWER_ALREADY_UPLOADING: Final = "already-uploading"
 
 AnswerWord = Literal["file-unknown", "already-uploading"]
 

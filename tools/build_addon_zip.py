@@ -93,7 +93,9 @@ def _literal_assignment(source: str, name: str) -> object:
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            if node.value is not None and any(
+                isinstance(t, ast.Name) and t.id == name for t in targets
+            ):
                 return ast.literal_eval(node.value)
     return None
 

@@ -10,6 +10,7 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..errors import ClientDisconnected
 from .errors import STATUS
@@ -27,7 +28,7 @@ BODY_BYTES: web.RequestKey[int] = web.RequestKey("shaman_body_bytes", int)
 
 @web.middleware
 async def access_log_middleware(
-    request: web.Request, handler: web.RequestHandler
+    request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500

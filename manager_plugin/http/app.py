@@ -42,6 +42,7 @@ ROUTE_SETS: list[RouteSetup] = [
 
 def create_app(config: Config, *, service: ShamanService | None = None) -> web.Application:
     """Build the application serving `config`'s storage (or the given `service`)."""
+    owned = service is None
     service = service or ShamanService(config)
     app = web.Application(
         client_max_size=JSON_MAX_SIZE,
@@ -57,7 +58,13 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
         setup_gateway_routes(app, service.config.gateway, service.config.jobs_path)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
+    if owned:  # a service handed in belongs to the caller, who closes it
+        app.on_cleanup.append(_close_service)
     return app
+
+
+async def _close_service(app: web.Application) -> None:
+    await asyncio.to_thread(app[SERVICE].close)
 
 
 async def _prepare_storage(app: web.Application) -> None:

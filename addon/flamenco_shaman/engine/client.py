@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from .. import protocol
 from .errors import SubmitError
 from .http_text import (
     encode_original_filename,
@@ -170,7 +171,7 @@ class ManagerClient:
             response = self.session.post(
                 f"{self.api}shaman/batch-upload",
                 data=body,
-                headers={"Content-Type": "application/x-shaman-batch"},
+                headers={"Content-Type": protocol.BATCH_CONTENT_TYPE},
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
             )
         except requests.RequestException as ex:

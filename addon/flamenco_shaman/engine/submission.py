@@ -235,9 +235,7 @@ class Submission:
                 f"no job was created: {ex} (the files are on the farm at {farm_blend_path})"
             ) from None
 
-    def _checkout(
-        self, client: ManagerClient, pipeline: Pipeline, checkout_path: str
-    ) -> Checkout:
+    def _checkout(self, client: ManagerClient, pipeline: Pipeline, checkout_path: str) -> Checkout:
         optimistic = pipeline.optimistic
         try:
             made = client.create_checkout(pipeline.checkout_files(), checkout_path)

@@ -9,6 +9,7 @@ answer's status through one `classify()`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -139,6 +140,9 @@ class Uploader:
             self._inventory.defer([self._rehash(entry)])
         return None
 
+    def _streamed(self, nbytes: int, *, name: str) -> None:
+        self._tracker.streamed(nbytes, name)
+
     def _upload(self, client: ManagerClient, task: UploadTask) -> None:
         (blob,) = task.blobs
         attempt = 0
@@ -154,7 +158,7 @@ class Uploader:
                     blob.size,
                     source.mtime_ns,
                     cancel=self._run.stop,
-                    on_bytes=lambda n, name=name: self._tracker.streamed(n, name),
+                    on_bytes=functools.partial(self._streamed, name=name),
                 )
             try:
                 status, message = client.upload(

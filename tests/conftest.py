@@ -28,6 +28,7 @@ from manager_plugin.config import Config
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
 from manager_plugin.store import FileStore
+from manager_plugin.tuning import Tuning
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +127,13 @@ def manager_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Manage
 @pytest.fixture
 def manager(manager_factory: ManagerFactory) -> RunningManager:
     return manager_factory()
+
+
+@pytest.fixture(params=["fast", "plain"])
+def tuning(request: pytest.FixtureRequest) -> Tuning:
+    """A test twice: with every Linux fast path of `shaman.tuning` (the default) and with
+    none, against the same expectations."""
+    return Tuning() if request.param == "fast" else Tuning.plain()
 
 
 @pytest.fixture

@@ -50,6 +50,12 @@ def small_files(count: int, tag: str = "") -> list[bytes]:
     return [f"{tag} small file {i}\n".encode() * (i % 7 + 1) for i in range(count)]
 
 
+@pytest.fixture
+def manager(manager_factory, tuning):
+    """Every batch test with anonymous temps (the default) and with named ones."""
+    return manager_factory(tuning=tuning)
+
+
 def test_batch_stores_every_record_and_answers_in_order(manager):
     files = [*small_files(300), b"", os.urandom(300_000)]
     resp = post(manager, b"".join(record(d) for d in files))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import manager_plugin.store.batch as batch_module
 from manager_plugin.config import Config
 from manager_plugin.errors import (
     ChecksumMismatch,
@@ -20,8 +21,8 @@ from manager_plugin.errors import (
     StorageFull,
 )
 from manager_plugin.service import ShamanService
-import manager_plugin.store.batch as batch_module
 from manager_plugin.store import FileStore, Received
+from manager_plugin.tuning import Tuning
 
 
 def reader(data: bytes, chunk: int = 65536) -> Callable[[int], Awaitable[bytes]]:
@@ -41,8 +42,8 @@ def ident(data: bytes) -> tuple[str, int]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path)
+def store(tmp_path: Path, tuning: Tuning) -> FileStore:
+    store = FileStore(tmp_path, tuning=tuning)
     store.ensure_dirs()
     return store
 
@@ -243,8 +244,8 @@ def test_commit_records_falls_back_to_named_temps_where_unsupported(tmp_path, mo
     assert list(store.uploading_dir.iterdir()) == []  # named temps and their dirs removed
 
 
-def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path):
-    store = FileStore(tmp_path)
+def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path, tuning):
+    store = FileStore(tmp_path, tuning=tuning)
     store.ensure_dirs()
     ((sha, size, data),) = _records(1)
     results = store.commit_records([(sha, size, data[:-1] + b"X"), ("0" * 64, size, data)])

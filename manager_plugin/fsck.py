@@ -243,7 +243,7 @@ def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
 def _iter_temps(uploading: Path) -> Iterable[Path]:
     if not uploading.is_dir():
         return []
-    paths = []
+    paths: list[Path] = []
     for dirpath, entries in walk(str(uploading)):
         paths.extend(Path(dirpath, e.name) for e in entries if not e.is_dir(follow_symlinks=False))
     return sorted(paths)

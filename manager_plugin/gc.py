@@ -391,15 +391,16 @@ class _Links:
             return self._parents[key]
         except KeyError:
             pass
-        base: str | None = directory
+        base = directory
+        found: str | None = directory
         for _ in range(ups):
             parent = os.path.dirname(base)
             if parent == base:
-                base = None  # above the root: let the kernel say where that goes
+                found = None  # above the root: let the kernel say where that goes
                 break
-            base = parent
-        self._parents[key] = base
-        return base
+            base = found = parent
+        self._parents[key] = found
+        return found
 
     def settle(self, blob_keys: set[str], cut: int, errors: list[str]) -> _Linked:
         """The linked set, given the regular blob files the walk of stored/ found (as

@@ -57,10 +57,6 @@ class ChecksumMismatch(ShamanError):
     """The received bytes do not hash to the declared SHA-256; nothing was stored."""
 
 
-class AlreadyStored(ShamanError):
-    """The file is stored already (possibly by a concurrent upload that finished first)."""
-
-
 class MustDefer(ShamanError):
     """Someone else is uploading this file and the client said it can upload later."""
 

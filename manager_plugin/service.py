@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .bodypace import BodyPace
 from .checkout import CheckoutBuilder
@@ -28,8 +28,7 @@ from .models import FileSpec, FileStatus
 from .paths import validate_checkout_path
 from .portable import portability_problems, summary
 from .protocol import JOBS_ROOT
-from .store import FileStore, Reader
-from .store import Received as StoreOutcome
+from .store import FileStore, Reader, Received
 from .store.batch_receive import BatchReceiver
 
 if TYPE_CHECKING:
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-# What an upload came to when it did not fail.
-Received = Literal["stored", "already stored"]
 
 # Checking again for files other clients are still uploading, this often.
 UPLOADS_POLL_SECONDS = 0.2
@@ -120,9 +116,9 @@ class ShamanService:
         can_defer: bool = False,
         source: SocketSource | None = None,
     ) -> Received:
-        """Stream one file's body into the store (see `FileStore.receive`)."""
-        outcome = await self.store.receive(sha, size, read, can_defer=can_defer, source=source)
-        return "stored" if outcome is StoreOutcome.STORED else "already stored"
+        """Stream one file's body into the store (see `FileStore.receive`): stored by this
+        call, or already stored (maybe by a concurrent upload that finished first)."""
+        return await self.store.receive(sha, size, read, can_defer=can_defer, source=source)
 
     def batch_receiver(self, read: Reader, pace: BodyPace | None) -> BatchReceiver:
         """A reader of one batch-upload body that stores its records as they complete."""

@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..errors import (
-    AlreadyStored,
     BodyTimeout,
     ChecksumMismatch,
     ClientDisconnected,
@@ -28,14 +27,13 @@ from ..errors import (
     Unauthorized,
     UnsupportedEncoding,
 )
+from ..store import Received
 from .logtext import loggable
 
 log = logging.getLogger(__name__)
 
 # Looked up along the exception's class hierarchy (InvalidPath is an InvalidRequest).
 STATUS: dict[type[ShamanError], int] = {
-    # Raised by the store when a concurrent upload won the race: an answer, not an error.
-    AlreadyStored: 208,
     InvalidRequest: 400,
     Unauthorized: 401,
     BodyTimeout: 408,
@@ -52,7 +50,9 @@ STATUS: dict[type[ShamanError], int] = {
 }
 # The legacy protocol (BAT) treats 208 as "already there", or as "defer" when it
 # offered to defer; Flamenco 3's 425 would be a hard error to it.
-LEGACY_STATUS: dict[type[ShamanError], int] = {**STATUS, AlreadyStored: 208, MustDefer: 208}
+LEGACY_STATUS: dict[type[ShamanError], int] = {**STATUS, MustDefer: 208}
+# How an upload that did not fail is answered, in both protocols (208: Already Reported).
+UPLOAD_STATUS: dict[Received, int] = {Received.STORED: 204, Received.ALREADY_STORED: 208}
 
 # Headers worth keeping when an aiohttp HTTPException becomes our JSON error.
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
@@ -75,8 +75,6 @@ def error_response(
 
 def response_for(exc: ShamanError) -> web.Response:
     status = status_of(exc)
-    if status < 300:
-        return web.Response(status=status)  # 208 Already Reported: no body
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(status, exc.message, headers)
 

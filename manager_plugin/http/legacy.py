@@ -38,7 +38,7 @@ from ..service import ShamanService
 from .auth import ensure_access, public
 from .bigbodies import in_slot, is_large
 from .bodies import body_pace, header_is_true, read_body, refuse_encoded_body, whole_chunks
-from .errors import LEGACY_STATUS, status_of
+from .errors import LEGACY_STATUS, UPLOAD_STATUS, status_of
 from .logtext import loggable
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,8 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         except ShamanError as exc:
             log.info("upload %s %s/%d: %s", path, sha, size, exc.message, extra=extra)
             raise
-        log.info("upload %s %s/%d: %s", path, sha, size, outcome, extra=extra)
-        # BAT reads 208 as "already there", as the JSON API does.
-        return web.Response(status=204 if outcome == "stored" else 208)
+        log.info("upload %s %s/%d: %s", path, sha, size, outcome.value, extra=extra)
+        return web.Response(status=UPLOAD_STATUS[outcome])
 
     async def create_checkout(request: web.Request) -> web.Response:
         checkout_id = request.match_info["checkout_id"]

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..errors import InvalidRequest, ShamanError
 from ..models import FileSpec
 from ..paths import parse_size, validate_checksum
-from ..service import Received, ShamanService
+from ..service import ShamanService
 from .auth import public
 from .bigbodies import in_slot, is_large, requirements_pieces, stream_json
 from .bodies import (
@@ -23,7 +23,7 @@ from .bodies import (
     socket_source,
     whole_chunks,
 )
-from .errors import response_for
+from .errors import UPLOAD_STATUS, response_for
 from .filenames import HEADER as FILENAME_HEADER
 from .filenames import decode_original_filename
 
@@ -32,10 +32,6 @@ API = "/api/v3"
 # submits only when `shortversion` equals its own version; the current stable release:
 FLAMENCO_COMPAT_VERSION = "3.8.5"
 SERVER_NAME = "Shaman for Flamenco 3.8.5 (Python; standalone: no jobs API)"
-
-
-# An upload that did not fail: 204 stored by this request, 208 stored already.
-_UPLOAD_STATUS: dict[Received, int] = {"stored": 204, "already stored": 208}
 
 
 def _checkout_request(raw: bytes) -> tuple[dict[str, Any], list[FileSpec]]:
@@ -108,7 +104,7 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
                 outcome = await service.receive(
                     sha, size, reader, can_defer=can_defer, source=source
                 )
-                response = web.Response(status=_UPLOAD_STATUS[outcome])
+                response = web.Response(status=UPLOAD_STATUS[outcome])
             except ShamanError as exc:
                 if source is None or not source.taken:
                     raise

@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING
 from ..bodypace import BodyPace
 from ..errors import BodyTimeout, ClientDisconnected, InvalidRequest
 from ..paths import validate_checksum
+from ..protocol import BATCH_MAX_HEADER_LINE, BATCH_MAX_RECORD_SIZE, BATCH_MAX_RECORDS
 from .batch import Record
 from .sinks import Reader
 
 if TYPE_CHECKING:
     from .facade import FileStore
 
-MAX_RECORD_SIZE = 4 * 1024 * 1024  # bigger files use the single-file upload
-MAX_RECORDS = 10_000  # per request
-MAX_HEADER_LINE = 200  # bytes, newline included
+# The wire format's limits, shared with the engine.
+MAX_RECORD_SIZE = BATCH_MAX_RECORD_SIZE  # bigger files use the single-file upload
+MAX_RECORDS = BATCH_MAX_RECORDS  # per request
+MAX_HEADER_LINE = BATCH_MAX_HEADER_LINE  # bytes, newline included
 GROUP_RECORDS = 256  # records per commit group (one thread hop, two syncs)
 GROUP_BYTES = 8 * 1024 * 1024
 READ_SIZE = 256 * 1024

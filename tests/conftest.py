@@ -149,4 +149,4 @@ def checkout_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """A test twice: small checkouts run inline, big ones on the checkout pool. Use with
     `pytestmark = pytest.mark.usefixtures("checkout_modes")`."""
     if request.param == "threads":
-        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)
+        monkeypatch.setattr("manager_plugin.checkout_tree.PARALLEL_MIN", 1)

@@ -252,3 +252,24 @@ def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path, tuning):
     assert [r[0] for r in results] == ["rejected", "rejected"]
     assert not store.blob_path(sha, size).exists()
     assert list(store.stored_dir.iterdir()) == []
+
+
+def test_portable_fallback_stores_the_same_without_any_linux_feature(tmp_path, monkeypatch):
+    """With `_portable` in place of `_linux` (as on a non-Linux system): plain temps,
+    no writeback hint, no splice; files and records still become the same blobs."""
+    from manager_plugin.store import _portable, system
+
+    for name in system.__all__:
+        monkeypatch.setattr(system, name, getattr(_portable, name))
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    assert (store.splice, store.anonymous_temps) == (False, False)
+    data = os.urandom(3 * 1024 * 1024 + 1)
+    sha, size = ident(data)
+    assert asyncio.run(store.receive(sha, size, reader(data))) is Received.STORED
+    records = _records(5)
+    assert store.commit_records(records) == [("stored", "")] * 5
+    for key_sha, key_size, blob in [(sha, size, data), *records]:
+        assert store.blob_path(key_sha, key_size).read_bytes() == blob
+    assert leftovers(store) == []
+    assert list(store.uploading_dir.iterdir()) == []

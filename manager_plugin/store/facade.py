@@ -84,10 +84,6 @@ class FileStore:
         return self._ledger.bytes_written
 
     @property
-    def body_read_timeout(self) -> float:
-        return self._receiver.body_read_timeout
-
-    @property
     def splice(self) -> bool:
         """Whether bodies offered with a socket are spliced (tuning and kernel allow)."""
         return self._receiver.splice
@@ -104,9 +100,6 @@ class FileStore:
 
     def is_stored(self, sha: str, size: int) -> bool:
         return self.layout.is_stored(sha, size)
-
-    def holds(self, path: str, size: int) -> bool:
-        return self.layout.holds(path, size)
 
     def is_uploading(self, sha: str, size: int) -> bool:
         """An upload of this process, or a live temp (see `temps.temp_is_live`) of any

@@ -19,6 +19,7 @@ import threading
 
 from .client import ManagerClient
 from .errors import SubmitError
+from .hash_stage import HashedQueue
 from .inventory import Blob, Entry, Inventory, Key
 from .progress import ProgressTracker
 from .runstate import RunState
@@ -28,9 +29,6 @@ BATCH_SIZE = 2000  # files per checkout/requirements request
 BATCH_WAIT = 0.2  # seconds without new hashes before a partial batch is sent
 MAX_ROUNDS = 6  # negotiate+upload rounds before giving up on deferred files
 ROUND_DELAYS = (0.0, 0.0, 0.25, 0.5, 1.0, 2.0)  # pause before round n (index n-1)
-
-# What the hash stage hands over: entries with their identity; None once all are hashed.
-HashedQueue = queue.Queue[list[Entry] | None]
 
 
 class Negotiator:

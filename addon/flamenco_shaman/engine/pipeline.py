@@ -1,7 +1,7 @@
 """Hash -> negotiate -> upload, overlapping: the moving parts between tracing and checkout.
 
 Threads, one job each:
-- a hash pool (one worker per core, here) turns traced files into identities (sha, size);
+- a hash pool (hash_stage.py, one worker per core) turns traced files into identities (sha, size);
 - the negotiator (negotiator.py) asks the manager about them in rounds and queues what
   it lacks, so uploading starts while hashing continues;
 - N upload workers (uploader.py) stream files to the manager.
@@ -19,18 +19,15 @@ and uploads what is missing, the normal way.
 
 from __future__ import annotations
 
-import os
-import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from .cache import ChecksumCache
 from .client import ManagerClient
 from .errors import SubmitError
-from .hashing import identify, stat_key
-from .inventory import Entry, Inventory, Key
-from .negotiator import MAX_ROUNDS, HashedQueue, Negotiator
+from .hash_stage import HashStage
+from .inventory import Inventory
+from .negotiator import MAX_ROUNDS, Negotiator
 from .progress import ProgressTracker
 from .runstate import POLL, RunState
 from .trace import TracedFile
@@ -54,24 +51,15 @@ class Pipeline:
         batch_max_file_size: int = -1,
         optimistic: bool = True,
     ) -> None:
-        self._cache = cache
-        self._tracker = tracker
         self._run = RunState(cancel)
-        self._lock = threading.Lock()
         self._inventory = Inventory(on_settled=tracker.settled)
-        self._hash_pending = 0
-        self._tracing_done = False
-        self._hashed: HashedQueue = queue.Queue()
-        self._hasher = ThreadPoolExecutor(
-            max_workers=max(1, hash_workers or os.cpu_count() or 1),
-            thread_name_prefix="shaman-hash",
-        )
+        self._hasher = HashStage(self._inventory, self._run, tracker, cache, workers=hash_workers)
         self._uploader = Uploader(
             client,
             self._inventory,
             self._run,
             tracker,
-            self._rehash,
+            self._hasher.rehash,
             workers=uploads,
             batch_max_file_size=batch_max_file_size,
         )
@@ -81,7 +69,7 @@ class Pipeline:
             self._uploader,
             self._run,
             tracker,
-            self._hashed,
+            self._hasher.hashed,
             optimistic=optimistic,
         )
         self._coordinator = threading.Thread(
@@ -91,7 +79,6 @@ class Pipeline:
             daemon=True,
         )
         self._started = False
-        self.files_hashed = 0
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -110,10 +97,10 @@ class Pipeline:
     def close(self) -> None:
         """Stop every thread; safe to call at any point, also after an error."""
         self._run.stop.set()
-        self._hasher.shutdown(wait=True, cancel_futures=True)
+        self._hasher.close()
         self._uploader.close()
         if self._started:
-            self._hashed.put(None)
+            self._hasher.hashed.put(None)
             # A thread waiting for an HTTP answer only notices the stop flag afterwards; it
             # is a daemon that no longer reads any file, so don't let it delay a cancel.
             deadline = time.monotonic() + JOIN_TIMEOUT
@@ -127,45 +114,17 @@ class Pipeline:
         self.add_many([traced])
 
     def add_many(self, files: list[TracedFile]) -> None:
-        """add() for several files at once (a replayed trace comes in chunks).
-
-        The one stat taken per file serves progress and the checksum-cache lookup; cache
-        hits are resolved right here and handed to the negotiator in one piece (no hash
-        pool), misses are hashed in the pool.
-        """
+        """add() for several files at once (a replayed trace comes in chunks)."""
         self._run.check()
         fresh = [
             entry
             for traced in files
             if (entry := self._inventory.add(traced.pack_path, traced.source, traced.temporary))
         ]
-        hits: list[Entry] = []
-        for entry in fresh:
-            try:
-                st: os.stat_result | None = os.stat(entry.source)
-            except OSError:
-                st = None  # the hash stage reports it precisely
-            cache = None if entry.temporary else self._cache
-            if st is not None and cache is not None:
-                sha = cache.lookup(os.path.abspath(entry.source), st.st_size, st.st_mtime_ns)
-                if sha is not None:
-                    entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
-                    entry.from_cache = True
-                    self._tracker.discovered_hashed(st.st_size, entry.pack_path)
-                    hits.append(entry)
-                    continue
-            with self._lock:
-                self._hash_pending += 1
-            self._tracker.discovered(st.st_size if st is not None else 0, entry.pack_path)
-            self._hasher.submit(self._run.run_or_stop, self._hash, entry, st)
-        if hits:
-            self._hashed.put(hits)  # queued before tracing_done() can queue the end
+        self._hasher.add(fresh)
 
     def tracing_done(self) -> None:
-        with self._lock:
-            self._tracing_done = True
-            if self._hash_pending == 0:
-                self._hashed.put(None)
+        self._hasher.tracing_done()
 
     # --- results ---------------------------------------------------------------
 
@@ -178,7 +137,7 @@ class Pipeline:
         self._run.check()
         # Files that changed after they were negotiated: never check out a stale identity.
         for _ in range(MAX_ROUNDS):
-            changed = self._rehash_changed()
+            changed = self._hasher.rehash_changed()
             if not changed:
                 return
             self._run.run_or_stop(self._negotiator.rounds, changed, 2)
@@ -204,50 +163,11 @@ class Pipeline:
     def checkout_files(self) -> list[dict[str, str | int]]:
         return self._inventory.checkout_files()
 
+    @property
+    def files_hashed(self) -> int:
+        """Files read from disk; the others came from the checksum cache."""
+        return self._hasher.files_hashed
+
     def check(self) -> None:
         """Raise SubmitCancelled or the pipeline's first error, if any."""
         self._run.check()
-
-    # --- hashing ---------------------------------------------------------------
-
-    def _hash(self, entry: Entry, st: os.stat_result | None = None) -> None:
-        try:
-            if self._run.stopping():
-                return
-            name = entry.pack_path
-            ident = identify(
-                entry.source,
-                None if entry.temporary else self._cache,
-                self._run.stop,
-                lambda n: self._tracker.hashing(n, name),
-                st,
-            )
-            if not ident.from_cache:
-                with self._lock:
-                    self.files_hashed += 1
-            else:
-                self._tracker.hashing(ident.size, name)
-            entry.sha, entry.size, entry.mtime_ns = ident.sha, ident.size, ident.mtime_ns
-            entry.from_cache = ident.from_cache
-            self._tracker.hashed()
-            self._hashed.put([entry])
-        finally:
-            with self._lock:
-                self._hash_pending -= 1
-                if self._tracing_done and self._hash_pending == 0:
-                    self._hashed.put(None)
-
-    def _rehash_changed(self) -> set[Key]:
-        changed: set[Key] = set()
-        for entry in self._inventory.entries():
-            if self._run.stopping():
-                break
-            if stat_key(entry.source) != (entry.size, entry.mtime_ns):
-                changed.add(self._rehash(entry))
-        self._run.check()
-        return changed
-
-    def _rehash(self, entry: Entry) -> Key:
-        """Give a changed file its new identity; returns the key that now needs sending."""
-        ident = identify(entry.source, None if entry.temporary else self._cache, self._run.stop)
-        return self._inventory.reidentify(entry, ident.sha, ident.size, ident.mtime_ns)

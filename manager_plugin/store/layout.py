@@ -21,10 +21,10 @@ import stat
 import time
 from pathlib import Path
 
+from ..protocol import is_checksum
+
 log = logging.getLogger(__name__)
 
-_SHA_HEAD = re.compile(r"[0-9a-f]{2}")
-_SHA_TAIL = re.compile(r"[0-9a-f]{62}")
 _BLOB_NAME = re.compile(r"(0|[1-9][0-9]*)\.blob")
 
 
@@ -35,7 +35,7 @@ def parse_blob_path(rel_dir: tuple[str, ...], name: str) -> tuple[str, int] | No
         return None
     head, tail = rel_dir
     match = _BLOB_NAME.fullmatch(name)
-    if match is None or not _SHA_HEAD.fullmatch(head) or not _SHA_TAIL.fullmatch(tail):
+    if match is None or len(head) != 2 or not is_checksum(head + tail):
         return None
     return head + tail, int(match.group(1))
 

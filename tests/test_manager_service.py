@@ -24,7 +24,7 @@ HTTP_DIR = Path(__file__).resolve().parents[1] / "manager_plugin" / "http"
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[ShamanService]:
-    service = ShamanService(Config(storage_path=tmp_path / "storage", gc_period=0))
+    service = ShamanService(Config(storage_path=tmp_path / "storage"))
     service.prepare_storage()
     yield service
     service.close()
@@ -104,8 +104,11 @@ def _error_classes(base: type[ShamanError]) -> Iterator[type[ShamanError]]:
         yield from _error_classes(cls)
 
 
-@pytest.mark.parametrize("cls", sorted(_error_classes(ShamanError), key=lambda c: c.__name__))
-def test_every_core_error_has_a_status_in_both_tables(cls):
+ERROR_CLASSES = sorted(_error_classes(ShamanError), key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=[cls.__name__ for cls in ERROR_CLASSES])
+def test_every_core_error_has_a_status_in_both_tables(cls: type[ShamanError]):
     assert not hasattr(cls, "status"), "statuses belong in manager_plugin.http.errors"
     found = [klass for klass in cls.__mro__ if klass in STATUS]
     assert found, f"{cls.__name__} would be a 500"

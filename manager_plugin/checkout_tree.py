@@ -156,8 +156,12 @@ def build_tree(
     return sum(in_parallel(pool, make_links, jobs))
 
 
+_UNLOADED: Callable[..., int] = lambda *_args: 0  # noqa: E731 - a sentinel, never called
+
+
 def _load_renameat2() -> Callable[..., int] | None:
-    """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced."""
+    """renameat2(RENAME_NOREPLACE) so an existing *empty* dir is never replaced; the
+    C library is loaded at the first checkout, not at import."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         func = libc.renameat2
@@ -168,7 +172,7 @@ def _load_renameat2() -> Callable[..., int] | None:
     return func
 
 
-_renameat2 = _load_renameat2()
+_renameat2: Callable[..., int] | None = _UNLOADED
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -176,6 +180,8 @@ _RENAME_NOREPLACE = 1
 def rename_noreplace(src: str, dst: str) -> None:
     """Rename `src` to `dst`, raising FileExistsError if `dst` exists (even if empty)."""
     global _renameat2
+    if _renameat2 is _UNLOADED:
+        _renameat2 = _load_renameat2()
     if _renameat2 is not None:
         res = _renameat2(
             _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE

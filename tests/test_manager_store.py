@@ -273,3 +273,15 @@ def test_portable_fallback_stores_the_same_without_any_linux_feature(tmp_path, m
         assert store.blob_path(key_sha, key_size).read_bytes() == blob
     assert leftovers(store) == []
     assert list(store.uploading_dir.iterdir()) == []
+
+
+def test_status_only_looks_and_touch_status_also_touches(store):
+    data = b"kept by requirements"
+    sha, size = ident(data)
+    asyncio.run(store.receive(sha, size, reader(data)))
+    blob = store.blob_path(sha, size)
+    os.utime(blob, (1000, 1000))
+    assert store.status(sha, size) == "stored"
+    assert blob.stat().st_mtime == 1000  # a question (GET files/...) is not a use
+    assert store.touch_status(sha, size) == "stored"
+    assert blob.stat().st_mtime > 1000  # requirements: GC must spare it

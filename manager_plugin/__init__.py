@@ -1,6 +1,6 @@
 """Shaman for Flamenco Manager: content-addressed file store, checkouts and GC.
 
-The core modules (config, filestore, checkout, gc) know nothing about HTTP;
+The core modules (config, store, checkout, gc) know nothing about HTTP;
 `manager_plugin.http` translates requests into calls on them.
 """
 

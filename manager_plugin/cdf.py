@@ -6,7 +6,7 @@ The server answers a requirements request with one line per file still to upload
 ``file-unknown <path>`` or ``already-uploading <path>``.
 
 Pure functions only: no HTTP, no filesystem. Rules about which checkout paths are
-allowed belong to `manager_plugin.paths`; this module only checks the line syntax.
+allowed belong to `manager_plugin.protocol`; this module only checks the line syntax.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-ANSWER_FILE_UNKNOWN = "file-unknown"
-ANSWER_ALREADY_UPLOADING = "already-uploading"
+from .protocol import is_checksum
+
+ANSWER_FILE_UNKNOWN: Final = "file-unknown"
+ANSWER_ALREADY_UPLOADING: Final = "already-uploading"
 
 AnswerWord = Literal["file-unknown", "already-uploading"]
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # Only ASCII digits: int() would also take "+5", "1_000" and non-ASCII digits.
 _DECIMAL = re.compile(r"[0-9]+")
 # Longest snippet of a bad value quoted back in an error message.
@@ -75,7 +76,7 @@ def parse_cdf_line(raw: bytes, line_number: int) -> CdfEntry | None:
             f"got {len(fields)} field(s): {_quote(line)}",
         )
     sha, size_text, path = fields
-    if not _SHA256_HEX.fullmatch(sha):
+    if not is_checksum(sha):
         raise CdfError(
             line_number,
             f"checksum {_quote(sha)} is not a SHA-256 of 64 lowercase hex characters",

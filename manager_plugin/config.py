@@ -8,20 +8,18 @@ are logged as warnings: a misspelt key would otherwise silently mean its default
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import yaml
-
-from .durations import parse_duration
+from .config_yaml import check_mapping, get_bool, get_duration, read_yaml, warn_unknown_keys
 from .errors import ConfigError
 from .portable import MODES as PORTABLE_NAME_MODES
+from .tuning import KEYS as TUNING_KEYS
+from .tuning import Tuning
 
 if TYPE_CHECKING:
     from .gateway_config import GatewaySettings
@@ -82,6 +80,8 @@ class Config:
     portable_names: str = "warn"
     # Gateway mode (manager_plugin.gateway_config): in front of this Flamenco Manager.
     gateway: GatewaySettings | None = None
+    # `shaman.tuning`: the Linux fast paths (manager_plugin.tuning), each on by default.
+    tuning: Tuning = field(default_factory=Tuning)
 
     def __post_init__(self) -> None:
         # Accept plain numbers (seconds) and str paths from embedding code and tests.
@@ -114,159 +114,16 @@ def parse_listen(listen: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-class _Source:
-    """Values and line numbers of one parsed YAML document."""
-
-    def __init__(self, path: Path, data: Mapping[str, Any], lines: dict[str, int]) -> None:
-        self.path = path
-        self.data = data
-        self.lines = lines
-        self.read: set[str] = set()  # every key asked for, dotted: what this file knows
-
-
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.path}: {key}" + (f" (line {line})" if line else "")
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.where(key)}: {problem}")
-
-    def get(self, key: str) -> Any:
-        self.read.add(key)
-        node: Any = self.data
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
-
-
-def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            out[key] = key_node.start_mark.line + 1
-            _key_lines(value_node, key + ".", out)
-
-
-def _read_yaml(path: Path) -> _Source:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error(path, text, exc)) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    lines: dict[str, int] = {}
-    if root is not None:
-        _key_lines(root, "", lines)
-    return _Source(path, data, lines)
-
-
-def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
-    """The parser's complaint, then the line it blames and the one before: YAML often
-    notices a mistake (a missing colon, a bad indent) only on the line after it."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is None:
-        return f"{path}: invalid YAML: {problem}"
-    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark.line != mark.line:
-        problem += f" ({context} at line {context_mark.line + 1})"
-    lines = text.splitlines()
-    shown = [
-        f"  {n + 1:>4} | {lines[n]}" for n in (mark.line - 1, mark.line) if 0 <= n < len(lines)
-    ]
-    return "\n".join([f"{path}: invalid YAML at line {mark.line + 1}: {problem}", *shown])
-
-
-def _warn_unknown_keys(src: _Source) -> None:
-    """Log each key under `shaman:` this file did not read, and each top-level key that
-    looks like a typo of a known one (other top-level keys belong to Flamenco).
-
-    Called after every value was read: the keys read are the known ones, so a key this
-    file learns to read can never be reported as unknown.
-    """
-    for key in src.data:
-        if not isinstance(key, str) or key in TOP_LEVEL_KEYS:
-            continue
-        close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.75)
-        if close:
-            log.warning("%s: unknown key, ignored; did you mean %s?", src.where(key), close[0])
-    known = {k.removeprefix("shaman.") for k in src.read if k.startswith("shaman.")}
-    _warn_unknown_under(src, known, "", src.data.get("shaman"))
-
-
-def _warn_unknown_under(src: _Source, known: set[str], prefix: str, mapping: Any) -> None:
-    """Warn about keys of `mapping`, found at `shaman.<prefix>`, that were not read."""
-    if not isinstance(mapping, Mapping):
-        return
-    parents = {k.rpartition(".")[0] for k in known}
-    known_here = [
-        k.removeprefix(prefix)
-        for k in known | parents
-        if k.startswith(prefix) and k != prefix and "." not in k[len(prefix) :]
-    ]
-    for key in mapping:
-        dotted = f"{prefix}{key}"
-        if dotted in parents:
-            _warn_unknown_under(src, known, dotted + ".", mapping[key])
-            continue
-        if dotted in known:
-            continue
-        close = difflib.get_close_matches(str(key), known_here, n=1, cutoff=0.6)
-        hint = f"; did you mean shaman.{prefix}{close[0]}?" if close else ""
-        log.warning("%s: unknown key, ignored%s", src.where(f"shaman.{dotted}"), hint)
-
-
-def _duration(src: _Source, key: str, default: timedelta) -> timedelta:
-    value = src.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise src.error(key, f"expected a duration like '24h0m0s', got {value!r}")
-    if isinstance(value, int) and value == 0:
-        return timedelta(0)
-    if not isinstance(value, str):
-        raise src.error(key, f"expected a duration like '24h0m0s', got {value!r}")
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise src.error(key, str(exc)) from None
-
-
-def _bool(src: _Source, key: str, default: bool) -> bool:
-    value = src.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise src.error(key, f"expected true or false, got {value!r}")
-    return value
-
-
-def _mapping(src: _Source, key: str) -> None:
-    value = src.get(key)
-    if value is not None and not isinstance(value, Mapping):
-        raise src.error(key, f"expected a mapping, got {value!r:.80}")
-
-
 def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -> Config:
     """Read a `flamenco-manager.yaml`; raise ConfigError naming the key and line.
 
     `require_storage=False` lets the command line supply `--storage` instead of
     `shared_storage_path`.
     """
-    src = _read_yaml(Path(path))
-    _mapping(src, "shaman")
-    _mapping(src, "shaman.garbageCollect")
+    src = read_yaml(Path(path))
+    check_mapping(src, "shaman")
+    check_mapping(src, "shaman.garbageCollect")
+    check_mapping(src, "shaman.tuning")
 
     listen = src.get("listen")
     if listen is None:
@@ -288,7 +145,7 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     else:
         storage_path = Path(storage).expanduser()
 
-    max_age = _duration(src, "shaman.garbageCollect.maxAge", DEFAULT_GC_MAX_AGE)
+    max_age = get_duration(src, "shaman.garbageCollect.maxAge", DEFAULT_GC_MAX_AGE)
     if max_age < timedelta(0):
         raise src.error("shaman.garbageCollect.maxAge", "must not be negative")
 
@@ -302,7 +159,7 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     if token == "":
         raise src.error("shaman.token", "must not be empty (leave it out for no token)")
 
-    timeout = _duration(src, "shaman.bodyReadTimeout", timedelta(seconds=60))
+    timeout = get_duration(src, "shaman.bodyReadTimeout", timedelta(seconds=60))
     if timeout <= timedelta(0):
         raise src.error("shaman.bodyReadTimeout", "must be positive")
 
@@ -312,7 +169,7 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     if isinstance(min_rate, bool) or not isinstance(min_rate, int) or min_rate < 0:
         raise src.error("shaman.bodyMinRate", "expected bytes per second as an integer >= 0")
 
-    header_timeout = _duration(src, "shaman.headerTimeout", timedelta(seconds=30))
+    header_timeout = get_duration(src, "shaman.headerTimeout", timedelta(seconds=30))
     if header_timeout <= timedelta(0):
         raise src.error("shaman.headerTimeout", "must be positive")
 
@@ -346,11 +203,11 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
     config = Config(
         listen=listen,
         storage_path=storage_path,
-        shaman_enabled=_bool(src, "shaman.enabled", True),
-        gc_period=_duration(src, "shaman.garbageCollect.period", DEFAULT_GC_PERIOD),
+        shaman_enabled=get_bool(src, "shaman.enabled", True),
+        gc_period=get_duration(src, "shaman.garbageCollect.period", DEFAULT_GC_PERIOD),
         gc_max_age=max_age,
         gc_extra_checkout_paths=[Path(p).expanduser() for p in extra],
-        absolute_symlinks=_bool(src, "shaman.absoluteSymlinks", False),
+        absolute_symlinks=get_bool(src, "shaman.absoluteSymlinks", False),
         token=token,
         body_read_timeout=timeout.total_seconds(),
         body_min_rate=float(min_rate),
@@ -358,9 +215,15 @@ def load_config(path: str | os.PathLike[str], *, require_storage: bool = True) -
         max_connections=max_connections,
         legacy_base_path=legacy_base_path,
         portable_names=portable_names,
+        tuning=Tuning(
+            **{
+                attr: get_bool(src, f"shaman.tuning.{key}", True)
+                for key, attr in TUNING_KEYS.items()
+            }
+        ),
     )
     from .gateway_config import KEYS as GATEWAY_KEYS  # it imports this module
 
     src.read.update(f"shaman.gateway.{key}" for key in GATEWAY_KEYS)  # read there
-    _warn_unknown_keys(src)
+    warn_unknown_keys(src, TOP_LEVEL_KEYS)
     return config

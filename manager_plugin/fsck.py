@@ -6,8 +6,8 @@ the storage directory alone, so it runs with the server stopped or running:
 - every `file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob` is re-hashed (on all
   cores) and must have exactly the size and SHA-256 its path claims;
 - temp files in `file-store/uploading/` are reported; a temp is *stale* when no
-  live upload holds its flock (`filestore.temp_is_live`, the server's own
-  definition) and it is older than `STALE_TEMP_AGE` seconds;
+  live upload holds its flock (`store.temps.temp_is_live`, the server's own
+  definition) and it is older than `STALE_TEMP_AGE` seconds (the server's too);
 - anything in the store that is not a regular file (a FIFO, a socket, a device,
   a symlink) is reported and never opened;
 - symlinks under `jobs/` (and extra checkout paths) must resolve to a blob
@@ -25,94 +25,32 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .filestore import STALE_TEMP_AGE as FILESTORE_STALE_TEMP_AGE
-from .filestore import open_regular, remove_temp_if_stale, temp_is_live
+from .fsck_report import (
+    BAD_CHECKSUM,
+    BAD_SIZE,
+    DANGLING_LINK,
+    NOT_REGULAR,
+    OUTSIDE_LINK,
+    STALE_TEMP,
+    STRAY_FILE,
+    UNREADABLE,
+    FsckReport,
+    Problem,
+)
 from .fstree import dirs_bottom_up, walk
-
-# A temp file younger than this is left alone even when unlocked: its uploader
-# may not have taken the lock yet. The server's own cleanup uses the same age.
-STALE_TEMP_AGE = FILESTORE_STALE_TEMP_AGE
+from .store.layout import Layout, parse_blob_path
+from .store.temps import STALE_TEMP_AGE, open_regular, remove_temp_if_stale, temp_is_live
 
 # hashlib releases the GIL on large updates, so threads hash in parallel.
 READ_SIZE = 1 << 20
-
-_SHA_HEAD = re.compile(r"^[0-9a-f]{2}$")
-_SHA_TAIL = re.compile(r"^[0-9a-f]{62}$")
-_BLOB_NAME = re.compile(r"^(0|[1-9][0-9]*)\.blob$")
-
-
-# Problem kinds, stable strings so scripts can grep the report.
-BAD_SIZE = "bad-size"
-BAD_CHECKSUM = "bad-checksum"
-STRAY_FILE = "stray-file"
-STALE_TEMP = "stale-temp"
-DANGLING_LINK = "dangling-link"
-OUTSIDE_LINK = "link-outside-store"
-UNREADABLE = "unreadable"
-NOT_REGULAR = "not-a-regular-file"
-
-
-@dataclass
-class Problem:
-    """One thing wrong in the storage, and what --repair did about it."""
-
-    kind: str
-    path: Path
-    detail: str
-    repaired: bool = False
-    action: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.kind}: {self.path}: {self.detail}"
-        if self.action:
-            text += f" [{self.action}]"
-        return text
-
-
-@dataclass
-class FsckReport:
-    """Result of one fsck run."""
-
-    storage_root: Path
-    blobs_checked: int = 0
-    bytes_checked: int = 0
-    links_checked: int = 0
-    live_temps: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    quarantine_dir: Path | None = None
-
-    @property
-    def unrepaired(self) -> list[Problem]:
-        return [p for p in self.problems if not p.repaired]
-
-    @property
-    def bad_blobs(self) -> list[Problem]:
-        return [
-            p for p in self.problems if p.kind in (BAD_SIZE, BAD_CHECKSUM, UNREADABLE, NOT_REGULAR)
-        ]
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is left to fix (clean, or everything repaired)."""
-        return not self.unrepaired
-
-    def summary(self) -> str:
-        repaired = len(self.problems) - len(self.unrepaired)
-        return (
-            f"checked {self.blobs_checked} blobs ({self.bytes_checked} bytes), "
-            f"{self.links_checked} links; {len(self.problems)} problems, "
-            f"{repaired} repaired; {self.live_temps} uploads in progress"
-        )
 
 
 def run_fsck(
@@ -124,17 +62,16 @@ def run_fsck(
     stale_after: float = STALE_TEMP_AGE,
 ) -> FsckReport:
     """Check the whole storage under `storage_root`; repair when asked."""
-    storage_root = Path(storage_root)
-    store = storage_root / "file-store"
-    report = FsckReport(storage_root=storage_root)
+    layout = Layout(Path(storage_root))
+    report = FsckReport(storage_root=layout.storage_root)
 
-    _check_blobs(store / "stored", report, workers)
-    _check_temps(store / "uploading", report, repair=repair, stale_after=stale_after)
+    _check_blobs(layout.stored_dir, report, workers)
+    _check_temps(layout.uploading_dir, report, repair=repair, stale_after=stale_after)
     if repair:
-        _quarantine(store, report)
+        _quarantine(layout.root, report)
     # After any quarantine: a job linking a blob just moved aside has lost that file.
-    link_roots = [storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
-    _check_links(link_roots, store / "stored", report)
+    link_roots = [layout.storage_root / "jobs", *(Path(p) for p in extra_checkout_paths)]
+    _check_links(link_roots, layout.stored_dir, report)
     return report
 
 
@@ -153,15 +90,9 @@ def _iter_stored(stored: Path, report: FsckReport) -> Iterator[tuple[Path, str |
             if entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
-            match = _BLOB_NAME.match(entry.name)
-            if (
-                len(rel) == 2
-                and _SHA_HEAD.match(rel[0])
-                and _SHA_TAIL.match(rel[1])
-                and match
-                and not entry.is_symlink()
-            ):
-                yield path, rel[0] + rel[1], int(match.group(1))
+            key = None if entry.is_symlink() else parse_blob_path(rel, entry.name)
+            if key is not None:
+                yield path, key[0], key[1]
             else:
                 yield path, None, None
 
@@ -259,7 +190,7 @@ def _check_blobs(stored: Path, report: FsckReport, workers: int | None) -> None:
 def _iter_temps(uploading: Path) -> Iterable[Path]:
     if not uploading.is_dir():
         return []
-    paths = []
+    paths: list[Path] = []
     for dirpath, entries in walk(str(uploading)):
         paths.extend(Path(dirpath, e.name) for e in entries if not e.is_dir(follow_symlinks=False))
     return sorted(paths)

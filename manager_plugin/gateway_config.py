@@ -29,7 +29,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import DEFAULT_GC_PERIOD, DEFAULT_LISTEN, Config, _duration, _read_yaml, parse_listen
+from .config import DEFAULT_GC_PERIOD, DEFAULT_LISTEN, Config, parse_listen
+from .config_yaml import get_duration, read_yaml
 from .durations import format_duration
 from .errors import ConfigError
 
@@ -91,7 +92,7 @@ def parse_upstream(url: str) -> str:
 
 def read_gateway_keys(path: Path) -> GatewayKeys:
     """The gateway-related keys of a flamenco-manager.yaml (read_config already validated it)."""
-    src = _read_yaml(path)
+    src = read_yaml(path)
     keys = GatewayKeys(path=path, lines=src.lines)
     for name, attr in (("upstream", "upstream"), ("listen", "listen")):
         value = src.get(f"{_GATEWAY}.{name}")
@@ -106,7 +107,7 @@ def read_gateway_keys(path: Path) -> GatewayKeys:
         ("shaman.garbageCollect.period", "flamenco_gc_period"),
         ("shaman.garbageCollect.maxAge", "flamenco_gc_max_age"),
     ):
-        value = _duration(src, key, never)
+        value = get_duration(src, key, never)
         if value != never:
             if value < timedelta(0):
                 raise src.error(key, "must not be negative")

@@ -33,7 +33,6 @@ reported in `SweepStats.store_errors`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import time
@@ -43,23 +42,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .checkout import TEMP_PREFIX
-from .filestore import STALE_TEMP_AGE, FileStore
 from .fstree import remove_tree
+from .gc_walk import (
+    Linked,
+    Links,
+    collect_links,
+    describe,
+    scan_stored,
+    subdirs,
+)
 from .locking import StorageLock
+from .store import STALE_TEMP_AGE, FileStore
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # blobs re-checked and deleted per exclusive-lock hold
 SCAN_WORKERS = min(2, os.cpu_count() or 1)  # threads walking stored/ (more: GIL-bound)
 SCAN_SLICES = 16  # stored/ is walked in this many slices of its two-letter dirs
-# Errors meaning "this entry is gone, or reaches nothing": no reason to stop a sweep.
-_GONE = frozenset({errno.ENOENT, errno.ENOTDIR})
-_REACHES_NOTHING = _GONE | {errno.ELOOP, errno.ENAMETOOLONG}
-
-
-def _describe(path: str, exc: OSError) -> str:
-    return f"{path}: {exc.strerror or exc} (errno {exc.errno})"
 
 
 @dataclass
@@ -124,12 +123,12 @@ class GarbageCollector:
             with self.lock.exclusive():
                 start = self._fs_now()
         except OSError as exc:
-            return self._abort(stats, [_describe(str(self.lock.path), exc)])
+            return self._abort(stats, [describe(str(self.lock.path), exc)])
         cutoff = start - self.max_age.total_seconds()
 
         stale_checkout_temps: list[str] = []
         stored = str(self.store.stored_dir)
-        links = _Links(os.path.realpath(stored))
+        links = Links(os.path.realpath(stored))
         for root in [self.jobs_dir, *self.extra_checkout_paths]:
             if root == self.jobs_dir and not os.path.lexists(root):
                 # No jobs/ at all holds no links: Flamenco Manager, deleting its last
@@ -138,20 +137,18 @@ class GarbageCollector:
                 continue
             # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
             temps = stale_checkout_temps if root == self.jobs_dir else None
-            stats.links_seen += self._collect_links(
-                str(root), links, temps, start, stats.walk_errors
-            )
+            stats.links_seen += collect_links(str(root), links, temps, start, stats.walk_errors)
         if stats.walk_errors:
             return self._abort(stats, stats.walk_errors)
         # Then stored/, in slices on SCAN_WORKERS threads (its syscalls release the GIL).
         # One after the other: walking the checkouts at the same time made both slower
         # (200,000 blobs and links on 2 cores: 3.5-3.9 s together, 2.9-3.0 s in turn).
-        tops = _subdirs(stored, stats.store_errors)
+        tops = subdirs(stored, stats.store_errors)
         blobs: list[tuple[str, int, int]] = []
         dir_counts: dict[str, int] = {}
         with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
             for slice_blobs, slice_counts, slice_errors in pool.map(
-                _scan_stored, [tops[i::SCAN_SLICES] for i in range(SCAN_SLICES)]
+                scan_stored, [tops[i::SCAN_SLICES] for i in range(SCAN_SLICES)]
             ):
                 blobs += slice_blobs
                 dir_counts.update(slice_counts)
@@ -211,51 +208,10 @@ class GarbageCollector:
         except OSError:
             return time.time()
 
-    @staticmethod
-    def _collect_links(
-        root: str,
-        links: _Links,
-        stale_temps: list[str] | None,
-        start: float,
-        errors: list[str],
-    ) -> int:
-        """Add every link below `root` to `links`; append to `errors` what could not be
-        read. The root itself must be readable (a missing extra path may be an
-        unmounted share); below it, a dir that vanished meanwhile is simply gone."""
-        seen = 0
-        # A physical path, so that ".." in a link target means the textual parent.
-        stack = [os.path.realpath(root)]
-        is_root = True
-        while stack:
-            directory = stack.pop()
-            try:
-                it = os.scandir(directory)
-            except OSError as exc:
-                if is_root or exc.errno not in _GONE:
-                    errors.append(_describe(directory, exc))
-                is_root = False
-                continue
-            is_root = False
-            with it:
-                try:
-                    for entry in it:
-                        if entry.is_symlink():
-                            seen += 1
-                            links.add(directory, entry.path, errors)
-                        elif entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
-                                _note_stale_temp(entry, start, stale_temps)
-                except OSError as exc:
-                    # Reading the listing (or an entry's type) failed partway: this
-                    # dir's remaining links are unknown.
-                    errors.append(_describe(directory, exc))
-        return seen
-
     def _find_candidates(
         self,
         blobs: list[tuple[str, int, int]],
-        linked: _Linked,
+        linked: Linked,
         cutoff: float,
         stats: SweepStats,
     ) -> list[tuple[str, int, int]]:
@@ -277,7 +233,7 @@ class GarbageCollector:
     def _delete_batch(
         self,
         batch: list[tuple[str, int, int]],
-        linked: _Linked,
+        linked: Linked,
         cutoff: float,
         dry_run: bool,
         stats: SweepStats,
@@ -287,7 +243,7 @@ class GarbageCollector:
             try:
                 held.enter_context(self.lock.exclusive())
             except OSError as exc:  # out of descriptors, most likely
-                raise _LockFailed(_describe(str(self.lock.path), exc)) from exc
+                raise _LockFailed(describe(str(self.lock.path), exc)) from exc
             for path, _dev, _ino in batch:
                 try:
                     st = os.lstat(path)
@@ -324,8 +280,8 @@ class GarbageCollector:
             if parent in dir_counts:
                 dir_counts[parent] -= 1
         uploading = str(self.store.uploading_dir)
-        for top in _subdirs(uploading):
-            for sub in _subdirs(top):
+        for top in subdirs(uploading):
+            for sub in subdirs(top):
                 try:
                     os.rmdir(sub)
                     removed += 1
@@ -337,161 +293,6 @@ class GarbageCollector:
             except OSError:
                 pass
         return removed
-
-
-@dataclass
-class _Linked:
-    """What the checkouts link to: blobs by path below stored/ (their text-resolved
-    links) and by (dev, ino) (the followed ones)."""
-
-    keys: set[str]  # "ab/cdef…/SIZE.blob"
-    cut: int  # length of the stored/ path the blob paths asked about start with, plus 1
-    inodes: set[tuple[int, int]]
-
-    def has(self, path: str, dev: int, ino: int) -> bool:
-        return path[self.cut :] in self.keys or (dev, ino) in self.inodes
-
-
-class _Links:
-    """Collects the targets of the links found by the walk, then resolves them."""
-
-    def __init__(self, stored: str) -> None:
-        self._prefix = stored + os.sep  # `stored` is the physical path of stored/
-        self._textual: list[tuple[str, str]] = []  # (target key below stored/, link path)
-        self._others: list[str] = []  # links to follow with stat
-        self._parents: dict[tuple[str, int], str | None] = {}
-
-    def add(self, directory: str, link: str, errors: list[str]) -> None:
-        """A symlink at `link`, in the physical directory `directory`; a link that
-        cannot be read (and is not just gone) is appended to `errors`."""
-        try:
-            target = os.readlink(link)
-        except OSError as exc:
-            # Gone meanwhile (ENOENT), or replaced by something not a link (EINVAL).
-            if exc.errno not in _GONE and exc.errno != errno.EINVAL:
-                errors.append(_describe(link, exc))
-            return
-        if not target.startswith(os.sep):
-            ups = 0
-            while target.startswith("../", ups * 3):
-                ups += 1
-            base = self._ancestor(directory, ups)
-            if base is None:
-                self._others.append(link)
-                return
-            target = f"{base}{os.sep}{target[ups * 3 :]}"
-        if target.startswith(self._prefix):
-            self._textual.append((target[len(self._prefix) :], link))
-        else:
-            self._others.append(link)
-
-    def _ancestor(self, directory: str, ups: int) -> str | None:
-        key = (directory, ups)
-        try:
-            return self._parents[key]
-        except KeyError:
-            pass
-        base: str | None = directory
-        for _ in range(ups):
-            parent = os.path.dirname(base)
-            if parent == base:
-                base = None  # above the root: let the kernel say where that goes
-                break
-            base = parent
-        self._parents[key] = base
-        return base
-
-    def settle(self, blob_keys: set[str], cut: int, errors: list[str]) -> _Linked:
-        """The linked set, given the regular blob files the walk of stored/ found (as
-        paths below it) and the length of the path prefix `has` will cut off. A link
-        that cannot be followed for another reason than reaching nothing (dangling, a
-        loop) is appended to `errors`: it might reach a blob.
-
-        A text-resolved target that is one of them is the file the link reaches (every
-        component is a real directory, the last a regular file); any other is followed.
-        """
-        keys: set[str] = set()
-        others = self._others
-        for key, link in self._textual:
-            if key in blob_keys:
-                keys.add(key)
-            else:
-                others.append(link)
-        inodes: set[tuple[int, int]] = set()
-        for link in others:
-            try:
-                st = os.stat(link)  # follows the link
-            except OSError as exc:
-                if exc.errno not in _REACHES_NOTHING:
-                    errors.append(_describe(link, exc))
-                continue
-            inodes.add((st.st_dev, st.st_ino))
-        return _Linked(keys, cut, inodes)
-
-
-def _note_stale_temp(entry: os.DirEntry[str], start: float, stale_temps: list[str]) -> None:
-    """Add a checkout temp dir to `stale_temps` if it was last changed before `start`.
-
-    A checkout builds its temp dir under the shared lock, and the sweep's start was
-    taken under the exclusive one: a temp dir last changed before the start belongs to
-    a builder that had finished by then, so it is a crash leftover (kill -9).
-    """
-    try:
-        mtime = entry.stat(follow_symlinks=False).st_mtime
-    except OSError:
-        return  # gone, or unknown: left for a later sweep
-    if mtime < start:
-        stale_temps.append(entry.path)
-
-
-def _scan_stored(
-    tops: list[str],
-) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
-    """The regular blob files below these two-letter dirs of stored/ as (path, dev,
-    inode from readdir), the entry count of each dir, and the dirs that could not be
-    read ("path: error"; their blobs are left out, so kept). Symlinked dirs are not
-    entered."""
-    blobs: list[tuple[str, int, int]] = []
-    dir_counts: dict[str, int] = {}
-    errors: list[str] = []
-    for top in tops:
-        try:
-            dev = os.stat(top).st_dev
-        except OSError as exc:
-            if exc.errno not in _GONE:
-                errors.append(_describe(top, exc))
-            continue
-        failed = len(errors)
-        blob_dirs = _subdirs(top, errors)
-        if len(errors) == failed:
-            dir_counts[top] = len(blob_dirs)
-        for blob_dir in blob_dirs:
-            count = 0
-            try:
-                with os.scandir(blob_dir) as it:
-                    for entry in it:
-                        count += 1
-                        if entry.name.endswith(".blob") and entry.is_file(follow_symlinks=False):
-                            blobs.append((entry.path, dev, entry.inode()))
-            except OSError as exc:
-                if exc.errno not in _GONE:
-                    errors.append(_describe(blob_dir, exc))
-                # Its count stays unknown: never removed as empty.
-                continue
-            dir_counts[blob_dir] = count
-    return blobs, dir_counts, errors
-
-
-def _subdirs(path: str, errors: list[str] | None = None) -> list[str]:
-    """The real subdirectories of `path`; a listing error other than "gone" is appended
-    to `errors` (if given) and yields none."""
-    try:
-        with os.scandir(path) as it:
-            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError as exc:
-        if errors is not None and exc.errno not in _GONE:
-            errors.append(_describe(path, exc))
-        return []
 
 
 class _LockFailed(Exception):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 
-from manager_plugin.filestore import FileStore
 from manager_plugin.models import FileSpec
+from manager_plugin.store import FileStore
 
 
 def put(store: FileStore, data: bytes, path: str) -> FileSpec:
     """Store `data` as a blob (as a verified upload would) and name it `path`."""
     sha = hashlib.sha256(data).hexdigest()
-    blob = store.stored_path(sha, len(data))
+    blob = store.blob_path(sha, len(data))
     blob.parent.mkdir(parents=True, exist_ok=True)
     if not blob.exists():
         blob.write_bytes(data)

@@ -25,9 +25,10 @@ from gateway_helpers import gateway, gateway_factory  # noqa: F401  (fixtures)
 from shared_files import blendfiles_dir
 
 from manager_plugin.config import Config
-from manager_plugin.filestore import FileStore
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
+from manager_plugin.store import FileStore
+from manager_plugin.tuning import Tuning
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +129,13 @@ def manager(manager_factory: ManagerFactory) -> RunningManager:
     return manager_factory()
 
 
+@pytest.fixture(params=["fast", "plain"])
+def tuning(request: pytest.FixtureRequest) -> Tuning:
+    """A test twice: with every Linux fast path of `shaman.tuning` (the default) and with
+    none, against the same expectations."""
+    return Tuning() if request.param == "fast" else Tuning.plain()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
     """A bare file store (no server) in a fresh tmp dir."""
@@ -141,4 +149,4 @@ def checkout_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """A test twice: small checkouts run inline, big ones on the checkout pool. Use with
     `pytestmark = pytest.mark.usefixtures("checkout_modes")`."""
     if request.param == "threads":
-        monkeypatch.setattr("manager_plugin.checkout.PARALLEL_MIN", 1)
+        monkeypatch.setattr("manager_plugin.checkout_tree.PARALLEL_MIN", 1)

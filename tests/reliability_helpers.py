@@ -574,9 +574,9 @@ class GcLoop:
     def __init__(self, storage: Path, seed: int) -> None:
         from datetime import timedelta
 
-        from manager_plugin.filestore import FileStore
         from manager_plugin.gc import GarbageCollector
         from manager_plugin.locking import StorageLock
+        from manager_plugin.store import FileStore
 
         store = FileStore(storage)
         self.collector = GarbageCollector(
@@ -700,9 +700,9 @@ def sweep_once(storage: Path) -> None:
     collector's cleanup of what crashed checkouts and uploads left behind."""
     from datetime import timedelta
 
-    from manager_plugin.filestore import FileStore
     from manager_plugin.gc import GarbageCollector
     from manager_plugin.locking import StorageLock
+    from manager_plugin.store import FileStore
 
     store = FileStore(storage)
     lock = StorageLock(store.root / ".lock")

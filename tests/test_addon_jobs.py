@@ -297,6 +297,46 @@ def test_background_submit_uses_the_manager_from_the_environment(addon_zip, farm
     assert "http://127.0.0.1:1/" in report["failure"]
 
 
+# --- The manager's warnings about the checkout ----------------------------------------------
+
+# A checkout named "aux": Linux takes it, a Windows worker cannot (a device name). The
+# manager (shaman.portableNames: warn) makes the checkout and says so in its answer.
+WARNED = (
+    """
+install(sys.argv[1])
+prefs().manager_url = sys.argv[2]
+bpy.ops.wm.open_mainfile(filepath=sys.argv[3])
+"""
+    + MODULES
+    + LAYOUT
+    + """
+bpy.context.scene.render.image_settings.file_format = "PNG"
+bpy.context.scene.flamenco_shaman.checkout_name = "aux"
+outcome, error = call(bpy.ops.flamenco_shaman.submit)
+state = bpy.context.window_manager.flamenco_shaman
+done(
+    outcome=outcome,
+    error=error,
+    checkout_path=state.checkout_path,
+    warning_count=state.warning_count,
+    finished=draw(panel.draw_panel, bpy.context),
+)
+"""
+)
+
+
+def test_panel_shows_the_managers_warnings_after_submit(addon_zip, farm, tmp_path):  # noqa: F811
+    blend = blend_copy(tmp_path / "project")
+    report = run_blender(tmp_path, WARNED, addon_zip, farm.url, blend)
+    assert report["outcome"] == ["FINISHED"], report["error"]
+    assert report["checkout_path"].split("/")[0].startswith("aux")
+    assert report["warning_count"] == 1
+    finished = report["finished"]
+    assert ["label", "1 warning(s) from the manager:"] in finished
+    lines = [text for kind, text in finished if kind == "label" and "reserved device" in text]
+    assert lines == ["checkoutPath 'aux': 'aux' is a reserved device name on Windows"]
+
+
 # --- Refusals: nothing is uploaded ----------------------------------------------------------
 
 # An editable field with an expression and no link button: filled while empty.

@@ -172,3 +172,15 @@ def test_default_build_fetches_the_pinned_wheels_with_pip(tmp_path):
     names = zipfile.ZipFile(done.stdout.strip()).namelist()
     assert "flamenco_shaman/wheels/blender_asset_tracer-1.23-py3-none-any.whl" in names
     assert "flamenco_shaman/wheels/blender_asset_tracer-2.2.1-py3-none-any.whl" in names
+
+
+def test_zip_carries_the_protocol_rules_the_engine_shares_with_the_manager(bat_wheels, tmp_path):
+    names = zipfile.ZipFile(tool.build(tmp_path, bat_wheels)).namelist()
+    assert "flamenco_shaman/protocol.py" in names
+    assert not any(name.startswith("manager_plugin") for name in names)
+
+
+def test_package_without_its_protocol_module_fails_the_build(bat_wheels, tmp_path, package_copy):
+    (package_copy / "protocol.py").unlink()
+    with pytest.raises(tool.BuildError, match="does not import"):
+        tool.build(tmp_path / "out", bat_wheels, package_copy)

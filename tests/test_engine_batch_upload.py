@@ -14,11 +14,11 @@ from flamenco_shaman.engine import (
     SubmitError,
     SubmitOptions,
     batching,
-    pipeline,
+    uploader,
 )
 
 from manager_plugin.http import app as app_module
-from manager_plugin.http.batch import setup_batch_routes
+from manager_plugin.http.batch_upload import setup_batch_upload_route
 
 EXTRA_FRAMES = 400
 
@@ -91,7 +91,7 @@ def test_many_small_files_go_in_a_few_batch_requests(manager, sequence, access):
 def test_manager_without_batch_uploads_gets_one_request_per_file(
     manager_factory, sequence, access, monkeypatch
 ):
-    without = [s for s in app_module.ROUTE_SETS if s is not setup_batch_routes]
+    without = [s for s in app_module.ROUTE_SETS if s is not setup_batch_upload_route]
     monkeypatch.setattr(app_module, "ROUTE_SETS", without)
     manager = manager_factory()
     result = submit(manager, sequence)
@@ -135,7 +135,7 @@ def test_file_changed_while_its_batch_is_sent_goes_with_its_new_content(
                 frame.write_bytes(frame.read_bytes() + b"late edit")
             return super().__iter__()
 
-    monkeypatch.setattr(pipeline, "BatchBody", EditingBody)
+    monkeypatch.setattr(uploader, "BatchBody", EditingBody)
     result = submit(manager, sequence)
     checked_out = (manager.jobs / result.checkout_path / "imgseq/000400.png").read_bytes()
     assert checked_out.endswith(b"late edit")
@@ -168,7 +168,7 @@ def test_cancel_during_a_batch_stops_and_checks_nothing_out(manager, sequence, m
             holder[0].cancel()
             return super().__iter__()
 
-    monkeypatch.setattr(pipeline, "BatchBody", CancellingBody)
+    monkeypatch.setattr(uploader, "BatchBody", CancellingBody)
     sub = Submission(SubmitOptions(blendfile=sequence, manager_url=manager.url))
     holder.append(sub)
     with pytest.raises(SubmitCancelled):

@@ -64,3 +64,17 @@ def test_default_checkout_path_of_an_odd_name_is_valid():
     path = default_checkout_path(Path("/p/what?: {x}.blend"))
     assert checkout_path_problem(path) is None
     assert path.startswith("what__ _x_-")
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "é" * 200, "中" * 100])
+def test_sanitizing_clips_long_names_to_what_the_manager_takes(name):
+    clean = sanitize_checkout_path(f"project/{name}")
+    assert checkout_path_problem(clean) is None
+    assert clean.startswith("project/") and name.startswith(clean.removeprefix("project/"))
+
+
+def test_the_engine_refuses_what_the_manager_refuses():
+    # These passed the engine's own copy of the rules and then failed at the manager.
+    for path in ("a//b", "x" * 256, "a/./b"):
+        assert checkout_path_problem(path)
+    assert checkout_path_problem(".") is None  # Flamenco's jobs root; becomes ".-xxxx"

@@ -18,7 +18,8 @@ from flamenco_shaman.engine import (
     SubmitError,
     SubmitOptions,
     client,
-    pipeline,
+    negotiator,
+    uploader,
 )
 
 URL = "http://farm.test/"
@@ -27,8 +28,8 @@ API = URL + "api/v3/"
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch, tmp_path):
-    monkeypatch.setattr(pipeline, "UPLOAD_RETRY_DELAYS", (0.0, 0.0, 0.0))
-    monkeypatch.setattr(pipeline, "ROUND_DELAYS", (0.0,) * 6)
+    monkeypatch.setattr(uploader, "UPLOAD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(negotiator, "ROUND_DELAYS", (0.0,) * 6)
     monkeypatch.setattr(client, "RETRY_DELAYS", (0.0, 0.0))
     monkeypatch.setenv("FLAMENCO_SHAMAN_CACHE_DIR", str(tmp_path / "cache"))
 
@@ -154,8 +155,8 @@ def test_425_forever_fails_after_bounded_rounds_listing_the_file(project):
     with pytest.raises(SubmitError, match=r"could not upload 1 file.*basic_file\.blend"):
         submit(project)
     attempts = [header for sha, header, _ in mgr.uploads if sha == stuck]
-    assert len(attempts) == pipeline.MAX_ROUNDS
-    assert attempts[:-1] == ["True"] * (pipeline.MAX_ROUNDS - 1)
+    assert len(attempts) == negotiator.MAX_ROUNDS
+    assert attempts[:-1] == ["True"] * (negotiator.MAX_ROUNDS - 1)
     assert attempts[-1] == "False"  # the last round may not defer
     assert not mgr.checkouts
 
@@ -200,8 +201,8 @@ def test_persistent_5xx_ends_in_an_error_listing_the_files(project):
     mgr = ScriptedManager(responses.mock, lambda sha, n: 502)
     with pytest.raises(SubmitError, match=r"could not upload 2 file.*basic_file.*linked_cube"):
         submit(project)
-    per_file = len(pipeline.UPLOAD_RETRY_DELAYS) + 1
-    assert len(mgr.uploads) == 2 * per_file * pipeline.MAX_ROUNDS
+    per_file = len(uploader.UPLOAD_RETRY_DELAYS) + 1
+    assert len(mgr.uploads) == 2 * per_file * negotiator.MAX_ROUNDS
     assert not mgr.checkouts
 
 
@@ -293,7 +294,7 @@ def test_no_authorization_header_without_token(project):
 
 @responses.activate
 def test_requirements_are_sent_in_batches(project, monkeypatch):
-    monkeypatch.setattr(pipeline, "BATCH_SIZE", 1)
+    monkeypatch.setattr(negotiator, "BATCH_SIZE", 1)
     mgr = ScriptedManager(responses.mock)
     submit(project)
     assert mgr.requirement_calls == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from flamenco_shaman.engine import Submission, SubmitOptions
-from flamenco_shaman.engine.client import encode_original_filename
+from flamenco_shaman.engine.http_text import encode_original_filename
 from flamenco_standin import FlamencoStandin, decode_rfc2047
 from shared_files import blendfiles_dir
 

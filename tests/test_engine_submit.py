@@ -15,6 +15,7 @@ from flamenco_shaman.engine import (
     SubmitCancelled,
     SubmitError,
     SubmitOptions,
+    negotiator,
     pipeline,
 )
 from flamenco_shaman.engine.trace import Tracer
@@ -285,7 +286,7 @@ def test_two_overlapping_submissions_at_once_store_each_blob_once(manager, world
 
 def test_file_changed_after_hashing_is_sent_with_its_new_content(manager, world, monkeypatch):
     wood = world / "project" / "textures" / "wood.png"
-    original = pipeline.Pipeline._negotiate_streaming
+    original = negotiator.Negotiator._negotiate_streaming
     edited = []
 
     def edit_then_negotiate(self, blobs):
@@ -294,7 +295,7 @@ def test_file_changed_after_hashing_is_sent_with_its_new_content(manager, world,
             wood.write_bytes(wood.read_bytes() + b"late edit")
         return original(self, blobs)
 
-    monkeypatch.setattr(pipeline.Pipeline, "_negotiate_streaming", edit_then_negotiate)
+    monkeypatch.setattr(negotiator.Negotiator, "_negotiate_streaming", edit_then_negotiate)
     result = submit(manager, world / "project" / "scene.blend")
     checked_out = (checkout_dir(manager, result) / "textures/wood.png").read_bytes()
     assert checked_out.endswith(b"late edit")

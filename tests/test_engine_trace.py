@@ -2,10 +2,31 @@
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from flamenco_shaman.bat_import import import_bat
+from flamenco_shaman.engine import bat_packer
 from flamenco_shaman.engine.errors import SubmitCancelled, SubmitError
 from flamenco_shaman.engine.trace import Tracer
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["short polls", "BAT's polls"])
+def short_polls(request, monkeypatch) -> bool:
+    """Every trace test runs with our shorter transfer polls and with BAT's own."""
+    monkeypatch.setattr(bat_packer, "SHORT_POLLS", request.param)
+    return request.param
+
+
+def test_short_polls_switch_chooses_whose_queue_loop_runs(short_polls, tmp_path):
+    bat = import_bat()
+    packer = bat_packer.packer_class(bat)
+    fake_packer = SimpleNamespace(_on_file=print, _rewrite_in=str(tmp_path))
+    transferer = packer._create_file_transferer(fake_packer)
+    bats_own = bat.pack.transfer.FileTransferer
+    assert isinstance(transferer, bats_own)
+    assert (type(transferer).iter_queue is bats_own.iter_queue) is not short_polls
+    assert (type(transferer).join is bats_own.join) is not short_polls
 
 
 @pytest.fixture(scope="module")

@@ -99,13 +99,13 @@ def cache_dir(monkeypatch, tmp_path):
 def bat_runs(monkeypatch):
     """Counts the traces BAT really ran (each builds one Packer)."""
     runs = []
-    real = trace._packer_class
+    real = trace.packer_class
 
     def counting(bat):
         runs.append(1)
         return real(bat)
 
-    monkeypatch.setattr(trace, "_packer_class", counting)
+    monkeypatch.setattr(trace, "packer_class", counting)
     return runs
 
 

@@ -326,7 +326,8 @@ def test_bat_pack_while_another_client_uploads_the_same_files_still_checks_out(
     ]
     wait_until_uploading(manager.store)
     runs: list[BatRun] = []
-    with LogWatch("still being uploaded") as watch:
+    # The wait is the service's policy (`checkout_when_uploaded`), so it logs there.
+    with LogWatch("still being uploaded", "manager_plugin.service") as watch:
         packing = threading.Thread(
             target=lambda: runs.append(
                 bat_pack(

@@ -245,10 +245,11 @@ class StalledUpload:
 
 
 class LogWatch(logging.Handler):
-    """Sets `seen` when the legacy routes log a message containing `text`."""
+    """Sets `seen` when `logger` (the legacy routes') logs a message containing `text`."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, logger: str = LEGACY_LOGGER) -> None:
         super().__init__(logging.INFO)
+        self.logger = logger
         self.text = text
         self.seen = threading.Event()
 
@@ -257,14 +258,14 @@ class LogWatch(logging.Handler):
             self.seen.set()
 
     def __enter__(self) -> LogWatch:
-        logger = logging.getLogger(LEGACY_LOGGER)
+        logger = logging.getLogger(self.logger)
         self.old_level = logger.level
         logger.setLevel(logging.INFO)
         logger.addHandler(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        logger = logging.getLogger(LEGACY_LOGGER)
+        logger = logging.getLogger(self.logger)
         logger.removeHandler(self)
         logger.setLevel(self.old_level)
 
@@ -315,7 +316,8 @@ def test_checkout_create_waits_for_a_file_someone_else_is_still_uploading(manage
     stalled = StalledUpload(manager.url, data)
     wait_until_uploading(manager.store)
     answer: list[requests.Response] = []
-    with LogWatch("waits for 1 files") as watch:
+    # The wait is the service's policy (`checkout_when_uploaded`), so it logs there.
+    with LogWatch("waits for 1 files", "manager_plugin.service") as watch:
         creating = threading.Thread(
             target=lambda: answer.append(
                 post(f"{manager.url}checkout/create/waiting", cdf((data, "shared.bin")))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from manager_plugin.batchupload import MAX_RECORD_SIZE, MAX_RECORDS
+from manager_plugin.store.batch_receive import MAX_RECORD_SIZE, MAX_RECORDS
 
 BATCH = "api/v3/shaman/batch-upload"
 CONTENT_TYPE = {"Content-Type": "application/x-shaman-batch"}
@@ -48,6 +48,12 @@ def blob(manager, data: bytes) -> Path:
 
 def small_files(count: int, tag: str = "") -> list[bytes]:
     return [f"{tag} small file {i}\n".encode() * (i % 7 + 1) for i in range(count)]
+
+
+@pytest.fixture
+def manager(manager_factory, tuning):
+    """Every batch test with anonymous temps (the default) and with named ones."""
+    return manager_factory(tuning=tuning)
 
 
 def test_batch_stores_every_record_and_answers_in_order(manager):

@@ -11,14 +11,17 @@ from checkout_helpers import put
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.errors import InvalidPath, MissingFiles, NoFreeCheckoutDir, StorageFull
-from manager_plugin.filestore import FileStore
+from manager_plugin.locking import StorageLock
 from manager_plugin.models import FileSpec
+from manager_plugin.store import FileStore
 
 pytestmark = pytest.mark.usefixtures("checkout_modes")
 
 
 def builder(store: FileStore, **kwargs: bool) -> CheckoutBuilder:
-    return CheckoutBuilder(store, store.storage_root / "jobs", **kwargs)
+    return CheckoutBuilder(
+        store, store.storage_root / "jobs", StorageLock(store.root / ".lock"), **kwargs
+    )
 
 
 def tree(root: Path) -> set[str]:
@@ -47,12 +50,12 @@ def test_absolute_links_when_configured(store):
     files = [put(store, b"blend", "scene.blend")]
     builder(store, absolute_symlinks=True).create("job", files)
     target = os.readlink(store.storage_root / "jobs/job/scene.blend")
-    assert target == str(store.stored_path(files[0].sha, 5))
+    assert target == str(store.blob_path(files[0].sha, 5))
 
 
 def test_checkout_touches_each_blob(store):
     spec = put(store, b"blend", "scene.blend")
-    blob = store.stored_path(spec.sha, spec.size)
+    blob = store.blob_path(spec.sha, spec.size)
     os.utime(blob, (1000, 1000))
     builder(store).create("job", [spec])
     assert blob.stat().st_mtime > 1000
@@ -78,7 +81,7 @@ def test_missing_blob_creates_nothing_and_names_the_file(store):
     absent = FileSpec("f" * 64, 3, "sub/missing.txt")
     with pytest.raises(MissingFiles, match="sub/missing.txt") as info:
         builder(store).create("proj/deep/job", [present, absent])
-    assert [spec.path for spec in info.value.missing] == ["sub/missing.txt"]
+    assert [spec.path for spec in info.value.files] == ["sub/missing.txt"]
     assert tree(store.storage_root / "jobs") == set()
 
 

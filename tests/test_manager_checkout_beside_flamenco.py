@@ -11,11 +11,12 @@ from checkout_helpers import put
 from conftest import RunningManager
 
 from manager_plugin.checkout import CheckoutBuilder
-from manager_plugin.filestore import FileStore
+from manager_plugin.locking import StorageLock
+from manager_plugin.store import FileStore
 
 
 def builder(store: FileStore) -> CheckoutBuilder:
-    return CheckoutBuilder(store, store.storage_root / "jobs")
+    return CheckoutBuilder(store, store.storage_root / "jobs", StorageLock(store.root / ".lock"))
 
 
 def test_checkout_path_dot_becomes_dot_dash_four_characters_as_in_go(store: FileStore):

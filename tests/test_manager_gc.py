@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from manager_plugin.checkout import CheckoutBuilder
-from manager_plugin.filestore import FileStore
 from manager_plugin.gc import GarbageCollector
 from manager_plugin.locking import StorageLock
 from manager_plugin.models import FileSpec
+from manager_plugin.store import FileStore
 
 OLD = time.time() - 40 * 24 * 3600  # older than Flamenco's default maxAge of 31 days
 
@@ -23,7 +23,7 @@ OLD = time.time() - 40 * 24 * 3600  # older than Flamenco's default maxAge of 31
 def put_blob(store: FileStore, data: bytes, mtime: float | None = OLD) -> FileSpec:
     """Store `data` as a verified blob would be, with a chosen mtime."""
     sha = hashlib.sha256(data).hexdigest()
-    path = store.stored_path(sha, len(data))
+    path = store.blob_path(sha, len(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(0o444)
@@ -47,15 +47,15 @@ def test_unlinked_old_blob_is_deleted_and_linked_one_kept(tmp_path):
     gone = put_blob(store, b"unlinked")
     link = tmp_path / "jobs/job/scene.blend"
     link.parent.mkdir(parents=True)
-    link.symlink_to(store.stored_path(kept.sha, kept.size))
+    link.symlink_to(store.blob_path(kept.sha, kept.size))
 
     stats = gc.sweep()
 
     assert stats.files_deleted == 1
     assert stats.bytes_deleted == len(b"unlinked")
-    assert stats.deleted == [str(store.stored_path(gone.sha, gone.size))]
-    assert store.stored_path(kept.sha, kept.size).exists()
-    assert not store.stored_path(gone.sha, gone.size).exists()
+    assert stats.deleted == [str(store.blob_path(gone.sha, gone.size))]
+    assert store.blob_path(kept.sha, kept.size).exists()
+    assert not store.blob_path(gone.sha, gone.size).exists()
     assert stats.blobs_checked == 2 and stats.links_seen == 1
 
 
@@ -63,15 +63,15 @@ def test_young_unlinked_blob_is_kept(tmp_path):
     store, gc = collector(tmp_path)
     young = put_blob(store, b"young", mtime=time.time() - 3600)
     assert gc.sweep().files_deleted == 0
-    assert store.stored_path(young.sha, young.size).exists()
+    assert store.blob_path(young.sha, young.size).exists()
 
 
 def test_dry_run_reports_but_deletes_nothing(tmp_path):
     store, gc = collector(tmp_path)
     gone = put_blob(store, b"unlinked")
     stats = gc.sweep(dry_run=True)
-    assert stats.deleted == [str(store.stored_path(gone.sha, gone.size))]
-    assert store.stored_path(gone.sha, gone.size).exists()
+    assert stats.deleted == [str(store.blob_path(gone.sha, gone.size))]
+    assert store.blob_path(gone.sha, gone.size).exists()
 
 
 def test_relative_absolute_and_extra_path_links_all_count(tmp_path):
@@ -81,10 +81,10 @@ def test_relative_absolute_and_extra_path_links_all_count(tmp_path):
     rel, absolute, in_extra = (put_blob(store, d) for d in (b"rel", b"abs", b"extra"))
     jobs = tmp_path / "storage/jobs/job"
     jobs.mkdir(parents=True)
-    rel_target = os.path.relpath(store.stored_path(rel.sha, rel.size), jobs)
+    rel_target = os.path.relpath(store.blob_path(rel.sha, rel.size), jobs)
     (jobs / "rel").symlink_to(rel_target)
-    (jobs / "abs").symlink_to(store.stored_path(absolute.sha, absolute.size))
-    (extra / "x").symlink_to(store.stored_path(in_extra.sha, in_extra.size))
+    (jobs / "abs").symlink_to(store.blob_path(absolute.sha, absolute.size))
+    (extra / "x").symlink_to(store.blob_path(in_extra.sha, in_extra.size))
     assert gc.sweep().files_deleted == 0
 
 
@@ -120,7 +120,7 @@ def test_blob_touched_after_the_sweep_started_survives(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gc, "_find_candidates", touch_after_walk)
     assert gc.sweep().files_deleted == 0
-    assert store.stored_path(blob.sha, blob.size).exists()
+    assert store.blob_path(blob.sha, blob.size).exists()
 
 
 def test_checkout_during_a_sweep_never_gets_a_dangling_link(tmp_path, monkeypatch):
@@ -193,9 +193,9 @@ def test_server_runs_gc_periodically(manager_factory):
     store = manager.service.store
     blob = put_blob(store, b"collect me")
     deadline = time.monotonic() + 10
-    while store.stored_path(blob.sha, blob.size).exists() and time.monotonic() < deadline:
+    while store.blob_path(blob.sha, blob.size).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not store.stored_path(blob.sha, blob.size).exists()
+    assert not store.blob_path(blob.sha, blob.size).exists()
 
 
 def run_gc(storage: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -212,8 +212,8 @@ def test_gc_command_dry_run_names_only_the_unlinked_old_blob_then_deletes_it(tmp
     linked = put_blob(store, b"linked and old")
     unlinked = put_blob(store, b"unlinked and old")
     (tmp_path / "jobs/job").mkdir(parents=True)
-    (tmp_path / "jobs/job/f").symlink_to(store.stored_path(linked.sha, linked.size))
-    unlinked_path = str(store.stored_path(unlinked.sha, unlinked.size))
+    (tmp_path / "jobs/job/f").symlink_to(store.blob_path(linked.sha, linked.size))
+    unlinked_path = str(store.blob_path(unlinked.sha, unlinked.size))
 
     dry = run_gc(tmp_path, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -226,7 +226,7 @@ def test_gc_command_dry_run_names_only_the_unlinked_old_blob_then_deletes_it(tmp
     assert real.returncode == 0, real.stderr
     assert f"deleted {unlinked_path}" in real.stdout
     assert not Path(unlinked_path).exists()
-    assert store.stored_path(linked.sha, linked.size).exists()
+    assert store.blob_path(linked.sha, linked.size).exists()
 
 
 def test_temp_named_dirs_in_extra_checkout_paths_are_not_ours_to_remove(tmp_path):
@@ -256,7 +256,7 @@ def test_links_resolved_in_text_still_reach_blobs_behind_symlinked_store_dirs(tm
     # A symlink named like a blob, pointing at the real blob `behind_name`.
     fake = stored / "yy" / ("0" * 62)
     fake.mkdir(parents=True)
-    (fake / "4.blob").symlink_to(store.stored_path(behind_name.sha, behind_name.size))
+    (fake / "4.blob").symlink_to(store.blob_path(behind_name.sha, behind_name.size))
     job = tmp_path / "storage/jobs/job/deeper"
     job.mkdir(parents=True)
     up = "../../../file-store/stored"
@@ -270,7 +270,7 @@ def test_links_resolved_in_text_still_reach_blobs_behind_symlinked_store_dirs(tm
 
     assert stats.links_seen == 3
     for blob in (behind_dir, behind_name, plain):
-        assert store.stored_path(blob.sha, blob.size).exists()
+        assert store.blob_path(blob.sha, blob.size).exists()
 
 
 def test_relative_links_count_when_the_storage_path_goes_through_a_symlink(tmp_path):
@@ -286,8 +286,8 @@ def test_relative_links_count_when_the_storage_path_goes_through_a_symlink(tmp_p
     stats = gc.sweep()
 
     # Paths are reported as configured, not as the physical path.
-    assert stats.deleted == [str(store.stored_path(gone.sha, gone.size))]
-    assert store.stored_path(kept.sha, kept.size).exists()
+    assert stats.deleted == [str(store.blob_path(gone.sha, gone.size))]
+    assert store.blob_path(kept.sha, kept.size).exists()
 
 
 def test_a_link_climbing_above_the_filesystem_root_is_followed(tmp_path):
@@ -296,6 +296,6 @@ def test_a_link_climbing_above_the_filesystem_root_is_followed(tmp_path):
     job = tmp_path / "jobs/job"
     job.mkdir(parents=True)
     ups = "../" * (len(job.parts) + 3)  # more than the depth: the kernel stops at /
-    (job / "f").symlink_to(f"{ups}{str(store.stored_path(blob.sha, blob.size)).lstrip('/')}")
+    (job / "f").symlink_to(f"{ups}{str(store.blob_path(blob.sha, blob.size)).lstrip('/')}")
     assert (job / "f").exists()
     assert gc.sweep().files_deleted == 0

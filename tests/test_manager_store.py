@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
+import manager_plugin.store.batch as batch_module
 from manager_plugin.config import Config
 from manager_plugin.errors import (
-    AlreadyStored,
     ChecksumMismatch,
     MustDefer,
     SizeMismatch,
     StorageFull,
 )
-from manager_plugin.filestore import FileStore
 from manager_plugin.service import ShamanService
+from manager_plugin.store import FileStore, Received
+from manager_plugin.tuning import Tuning
 
 
 def reader(data: bytes, chunk: int = 65536) -> Callable[[int], Awaitable[bytes]]:
@@ -41,8 +42,8 @@ def ident(data: bytes) -> tuple[str, int]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path)
+def store(tmp_path: Path, tuning: Tuning) -> FileStore:
+    store = FileStore(tmp_path, tuning=tuning)
     store.ensure_dirs()
     return store
 
@@ -65,17 +66,17 @@ def test_received_file_becomes_a_read_only_blob_at_flamencos_path(store, tmp_pat
 def test_status_moves_from_unknown_to_stored(store):
     data = b"hello"
     sha, size = ident(data)
-    assert store.status(sha, size) == "unknown"
+    assert store.touch_status(sha, size) == "unknown"
     asyncio.run(store.receive(sha, size, reader(data)))
+    assert store.touch_status(sha, size) == "stored"
     assert store.status(sha, size) == "stored"
-    assert store.peek_status(sha, size) == "stored"
 
 
 def test_same_sha_with_other_size_is_a_different_file(store):
     data = b"hello"
     sha, size = ident(data)
     asyncio.run(store.receive(sha, size, reader(data)))
-    assert store.status(sha, size + 1) == "unknown"
+    assert store.touch_status(sha, size + 1) == "unknown"
 
 
 def test_temp_file_locked_by_another_process_means_uploading(store):
@@ -85,11 +86,11 @@ def test_temp_file_locked_by_another_process_means_uploading(store):
     temp.write_bytes(b"else")
     with open(temp, "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # its upload is alive
-        assert store.status(sha, size) == "uploading"
-        assert store.status(sha, size + 1) == "unknown"
+        assert store.touch_status(sha, size) == "uploading"
+        assert store.touch_status(sha, size + 1) == "unknown"
     # Nobody holds it (its manager crashed): not an upload in progress, however young.
+    assert store.touch_status(sha, size) == "unknown"
     assert store.status(sha, size) == "unknown"
-    assert store.peek_status(sha, size) == "unknown"
 
 
 def test_can_defer_upload_is_told_to_defer_when_another_process_uploads(store):
@@ -106,9 +107,8 @@ def test_can_defer_upload_is_told_to_defer_when_another_process_uploads(store):
 def test_stored_file_upload_is_already_stored_and_counted_once(store):
     data = b"twice"
     sha, size = ident(data)
-    asyncio.run(store.receive(sha, size, reader(data)))
-    with pytest.raises(AlreadyStored):
-        asyncio.run(store.receive(sha, size, reader(data)))
+    assert asyncio.run(store.receive(sha, size, reader(data))) is Received.STORED
+    assert asyncio.run(store.receive(sha, size, reader(data))) is Received.ALREADY_STORED
     assert store.blobs_written == 1
 
 
@@ -186,9 +186,9 @@ def test_statuses_of_many_files_match_single_status(store):
     keys = [ident(stored), (sha, size), (sha, size + 1), ident(b"never seen")]
     with open(temp, "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert store.statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
-        assert store.statuses(keys) == [store.status(*key) for key in keys]
-    assert store.statuses(keys) == ["stored", "unknown", "unknown", "unknown"]
+        assert store.touch_statuses(keys) == ["stored", "uploading", "unknown", "unknown"]
+        assert store.touch_statuses(keys) == [store.touch_status(*key) for key in keys]
+    assert store.touch_statuses(keys) == ["stored", "unknown", "unknown", "unknown"]
 
 
 # ---- small files committed whole (batch uploads) ------------------------------------
@@ -207,7 +207,7 @@ def test_commit_records_uses_anonymous_temps_and_leaves_no_trace(tmp_path, monke
     def named_temp(*args: object) -> None:
         raise AssertionError("a named temp was made for a small file")
 
-    monkeypatch.setattr(store, "_open_temp", named_temp)
+    monkeypatch.setattr(batch_module, "open_named_temp", named_temp)
     made_dirs: list[str] = []
     real_mkdir = os.mkdir
     monkeypatch.setattr(
@@ -216,7 +216,7 @@ def test_commit_records_uses_anonymous_temps_and_leaves_no_trace(tmp_path, monke
     records = _records(20)
     assert store.commit_records(records) == [("stored", "")] * 20
     for sha, size, data in records:
-        blob = store.stored_path(sha, size)
+        blob = store.blob_path(sha, size)
         assert blob.read_bytes() == data
         assert blob.stat().st_mode & 0o777 == 0o444
         assert blob.stat().st_nlink == 1  # the anonymous inode itself, linked once
@@ -240,15 +240,48 @@ def test_commit_records_falls_back_to_named_temps_where_unsupported(tmp_path, mo
     assert store.commit_records(records) == [("stored", "")] * 5
     assert not store.anonymous_temps  # decided once, not retried per file
     for sha, size, data in records:
-        assert store.stored_path(sha, size).read_bytes() == data
+        assert store.blob_path(sha, size).read_bytes() == data
     assert list(store.uploading_dir.iterdir()) == []  # named temps and their dirs removed
 
 
-def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path):
-    store = FileStore(tmp_path)
+def test_commit_records_rejects_bad_bytes_without_a_blob(tmp_path, tuning):
+    store = FileStore(tmp_path, tuning=tuning)
     store.ensure_dirs()
     ((sha, size, data),) = _records(1)
     results = store.commit_records([(sha, size, data[:-1] + b"X"), ("0" * 64, size, data)])
     assert [r[0] for r in results] == ["rejected", "rejected"]
-    assert not store.stored_path(sha, size).exists()
+    assert not store.blob_path(sha, size).exists()
     assert list(store.stored_dir.iterdir()) == []
+
+
+def test_portable_fallback_stores_the_same_without_any_linux_feature(tmp_path, monkeypatch):
+    """With `_portable` in place of `_linux` (as on a non-Linux system): plain temps,
+    no writeback hint, no splice; files and records still become the same blobs."""
+    from manager_plugin.store import _portable, system
+
+    for name in system.__all__:
+        monkeypatch.setattr(system, name, getattr(_portable, name))
+    store = FileStore(tmp_path)
+    store.ensure_dirs()
+    assert (store.splice, store.anonymous_temps) == (False, False)
+    data = os.urandom(3 * 1024 * 1024 + 1)
+    sha, size = ident(data)
+    assert asyncio.run(store.receive(sha, size, reader(data))) is Received.STORED
+    records = _records(5)
+    assert store.commit_records(records) == [("stored", "")] * 5
+    for key_sha, key_size, blob in [(sha, size, data), *records]:
+        assert store.blob_path(key_sha, key_size).read_bytes() == blob
+    assert leftovers(store) == []
+    assert list(store.uploading_dir.iterdir()) == []
+
+
+def test_status_only_looks_and_touch_status_also_touches(store):
+    data = b"kept by requirements"
+    sha, size = ident(data)
+    asyncio.run(store.receive(sha, size, reader(data)))
+    blob = store.blob_path(sha, size)
+    os.utime(blob, (1000, 1000))
+    assert store.status(sha, size) == "stored"
+    assert blob.stat().st_mtime == 1000  # a question (GET files/...) is not a use
+    assert store.touch_status(sha, size) == "stored"
+    assert blob.stat().st_mtime > 1000  # requirements: GC must spare it

@@ -1,4 +1,4 @@
-"""Uploads spliced from the socket (manager_plugin.zerocopy) keep every upload guarantee.
+"""Uploads spliced from the socket (manager_plugin.store.splice) keep every upload guarantee.
 
 Only big bodies take that path in production; here the threshold is lowered so that
 the upload tests of the ordinary path run again through it, plus tests of its own.
@@ -46,7 +46,7 @@ from test_reliability_full_disk import (  # noqa: F401 - collected again, with s
 )
 
 import manager_plugin.http.bodies as bodies_module
-import manager_plugin.zerocopy as zerocopy_module
+import manager_plugin.store.splice as zerocopy_module
 from manager_plugin.config import Config
 from manager_plugin.http.server import BackgroundServer
 

@@ -26,17 +26,17 @@ from pathlib import Path
 import pytest
 
 from manager_plugin.checkout import CheckoutBuilder
-from manager_plugin.filestore import FileStore
 from manager_plugin.gc import GarbageCollector
 from manager_plugin.locking import StorageLock
 from manager_plugin.models import FileSpec
+from manager_plugin.store import FileStore
 
 OLD = time.time() - 40 * 24 * 3600
 
 
 def put_blob(store: FileStore, data: bytes) -> FileSpec:
     sha = hashlib.sha256(data).hexdigest()
-    path = store.stored_path(sha, len(data))
+    path = store.blob_path(sha, len(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(0o444)
@@ -67,7 +67,7 @@ class Farm:
         age_all(self.store)
 
     def path(self, blob: FileSpec) -> Path:
-        return self.store.stored_path(blob.sha, blob.size)
+        return self.store.blob_path(blob.sha, blob.size)
 
     def collector(self, extra: list[Path] | None = None) -> GarbageCollector:
         return GarbageCollector(
@@ -247,7 +247,7 @@ def test_a_link_that_cannot_be_followed_aborts_but_a_dangling_one_does_not(farm,
     monkeypatch.setattr(os, "stat", stat)
     stats = farm.collector().sweep()
     assert stats.aborted and stats.walk_errors[0].startswith(f"{link}: Permission denied")
-    assert farm.store.stored_path(blob.sha, blob.size).is_file()
+    assert farm.store.blob_path(blob.sha, blob.size).is_file()
     farm.assert_nothing_deleted()
 
     failure["err"] = errno.ELOOP  # a link loop reaches no blob
@@ -312,7 +312,7 @@ def test_the_periodic_gc_of_the_server_keeps_blobs_it_could_not_check(
             time.sleep(0.05)
     assert len(aborted()) >= 3
     assert f"{share}: No such file or directory" in aborted()[0]
-    assert store.stored_path(blob.sha, blob.size).is_file()
+    assert store.blob_path(blob.sha, blob.size).is_file()
 
 
 # ---- the command, with the kernel refusing for real ----------------------------------

@@ -93,7 +93,9 @@ def _literal_assignment(source: str, name: str) -> object:
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            if node.value is not None and any(
+                isinstance(t, ast.Name) and t.id == name for t in targets
+            ):
                 return ast.literal_eval(node.value)
     return None
 
@@ -228,12 +230,16 @@ def validate_zip(zip_path: Path, version: str) -> None:
 
 
 # Run in a fresh interpreter: imports the package from the extracted zip (not the source
-# tree), checks its version and that it loads BAT from its own wheels.
+# tree), checks its version, that the protocol rules the engine shares with the manager
+# come with it (and nothing of the manager), and that it loads BAT from its own wheels.
 _IMPORT_CHECK = """
 import sys
 root, version = sys.argv[1], sys.argv[2]
 sys.path.insert(0, root)
-import flamenco_shaman, flamenco_shaman.engine
+import flamenco_shaman, flamenco_shaman.engine, flamenco_shaman.engine.checkout_path
+import flamenco_shaman.protocol
+assert flamenco_shaman.protocol.__file__.startswith(root), flamenco_shaman.protocol.__file__
+assert 'manager_plugin' not in sys.modules, 'the add-on imports the manager'
 from flamenco_shaman import bat_import
 assert flamenco_shaman.__file__.startswith(root), flamenco_shaman.__file__
 assert flamenco_shaman.__version__ == version, flamenco_shaman.__version__

@@ -62,15 +62,6 @@ def bundled_wheels(
     return sorted(wheels, key=lambda w: (_wheel_version(w)[0] == major, _wheel_version(w)))[::-1]
 
 
-def bundled_wheel(
-    wheel_dir: Path = WHEEL_DIR, version_info: tuple[int, ...] | None = None
-) -> Path | None:
-    """The newest bundled BAT wheel that suits the running Python, if any."""
-    major = bat_major_for(version_info or sys.version_info)
-    wheels = [w for w in bundled_wheels(wheel_dir, version_info) if _wheel_version(w)[0] == major]
-    return wheels[0] if wheels else None
-
-
 def import_bat() -> ModuleType:
     """Return the `blender_asset_tracer` package with pack, trace and blendfile loaded."""
     global _loaded

@@ -3,7 +3,8 @@ then create its render job there, as Flamenco's Submit does.
 
 A thin front end over the engine: parses arguments, works out the job's settings (from
 --set, the blend's own scene, the job type's defaults), draws a progress bar on a
-terminal, prints missing assets and what was uploaded, then the blend file's path on the
+terminal, prints missing assets, the manager's warnings (on standard error) and what was
+uploaded, then the blend file's path on the
 farm and, as its last line of standard output, the job's ID (with --no-job the farm path
 is the last line).
 """
@@ -14,87 +15,22 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from . import __version__
-from .engine import Progress, Submission, SubmitCancelled, SubmitError, SubmitOptions
+from .engine import Submission, SubmitCancelled, SubmitError, SubmitOptions, SubmitResult
 from .engine.flamenco import DEFAULT_JOB_TYPE, FlamencoAPI, JobSpec
 from .engine.flamenco.blendjob import job_spec_for_blend
 from .engine.submission import check_local_inputs
+from .progress_bar import ProgressBar, human_bytes
 
 PROG = "shaman-submit"
 MANAGER_URL_ENV = "FLAMENCO_MANAGER_URL"
 # The token without the command line, where `ps` shows it to every user.
 TOKEN_ENV = "FLAMENCO_SHAMAN_TOKEN"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-class ProgressBar:
-    """One self-overwriting line on a terminal: phase, bar, files, bytes, rate, ETA."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._lock = threading.Lock()
-        self._phase = ""
-        self._phase_start = time.monotonic()
-        self._samples: list[tuple[float, int]] = []
-        self._drawn = False
-
-    def __call__(self, p: Progress) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if p.phase != self._phase:
-                self._phase, self._phase_start, self._samples = p.phase, now, []
-            self._samples.append((now, p.bytes_done))
-            # Rate over the last few seconds, so it follows changes in speed.
-            while len(self._samples) > 2 and now - self._samples[0][0] > 5:
-                self._samples.pop(0)
-            t0, b0 = self._samples[0]
-            rate = (p.bytes_done - b0) / (now - t0) if now > t0 else 0.0
-            width = shutil.get_terminal_size((80, 20)).columns
-            frac = p.bytes_done / p.bytes_total if p.bytes_total else 0.0
-            eta = ""
-            if rate > 0 and p.bytes_total > p.bytes_done:
-                eta = f" ETA {_duration((p.bytes_total - p.bytes_done) / rate)}"
-            text = (
-                f"{p.phase:9} {p.files_done}/{p.files_total} files "
-                f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)} "
-                f"{human_bytes(rate)}/s{eta}"
-            )
-            bar_width = max(10, min(30, width - len(text) - 4))
-            filled = int(bar_width * min(1.0, frac))
-            line = f"[{'#' * filled}{'.' * (bar_width - filled)}] {text}"
-            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-            self.stream.flush()
-            self._drawn = True
-
-    def clear(self) -> None:
-        with self._lock:
-            if self._drawn:
-                width = shutil.get_terminal_size((80, 20)).columns
-                self.stream.write("\r" + " " * (width - 1) + "\r")
-                self.stream.flush()
-                self._drawn = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,25 +227,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bar is not None:
         bar.clear()
 
-    error = outcome.get("error")
-    if isinstance(error, SubmitCancelled):
+    failure = outcome.get("error")
+    if isinstance(failure, SubmitCancelled):
         print("shaman-submit: cancelled", file=sys.stderr)
         return 130
-    if isinstance(error, SubmitError):
-        print(f"shaman-submit: error: {error}", file=sys.stderr)
+    if isinstance(failure, SubmitError):
+        print(f"shaman-submit: error: {failure}", file=sys.stderr)
         return 1
-    if error is not None:
-        print(f"shaman-submit: error: {type(error).__name__}: {error}", file=sys.stderr)
+    if failure is not None:
+        print(f"shaman-submit: error: {type(failure).__name__}: {failure}", file=sys.stderr)
         return 1
 
     result = outcome["result"]
-    if args.exclude:
+    assert isinstance(result, SubmitResult)
+    report(result, excluding=bool(args.exclude))
+    return 0
+
+
+def report(result: SubmitResult, *, excluding: bool) -> None:
+    """What was left out and sent; the farm path and job ID last, for scripts."""
+    if excluding:
         count = len(result.excluded_files)
         print(f"Excluded {count} file{'' if count == 1 else 's'} matching --exclude")
     if result.missing_files:
         print(f"Missing assets ({len(result.missing_files)}):")
         for path in result.missing_files:
             print(f"  {path}")
+    for warning in result.warnings:  # the manager's, e.g. names Windows workers can't hold
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     print(
         f"Uploaded {human_bytes(result.bytes_uploaded)} of {human_bytes(result.bytes_total)} "
         f"({result.files_uploaded} of {result.files_total} files; "
@@ -321,7 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result.farm_blend_path)
     if result.job_id is not None:
         print(result.job_id)
-    return 0
 
 
 if __name__ == "__main__":

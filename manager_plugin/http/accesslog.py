@@ -10,8 +10,10 @@ import logging
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..errors import ClientDisconnected
+from .errors import STATUS
 from .filenames import HEADER as FILENAME_HEADER
 from .filenames import filename_for_log
 from .logtext import loggable
@@ -26,7 +28,7 @@ BODY_BYTES: web.RequestKey[int] = web.RequestKey("shaman_body_bytes", int)
 
 @web.middleware
 async def access_log_middleware(
-    request: web.Request, handler: web.RequestHandler
+    request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
@@ -45,7 +47,7 @@ async def access_log_middleware(
         extra = f" file={loggable(filename_for_log(original))}" if original else ""
         extra += request.get(LOG_EXTRA, "")
         received = request.get(BODY_BYTES, request.content.total_bytes)
-        if status == ClientDisconnected.status:
+        if status == STATUS[ClientDisconnected]:
             of = f" of {request.content_length}" if request.content_length is not None else ""
             extra += f" client disconnected after {received}{of} body bytes"
         access_log.info(

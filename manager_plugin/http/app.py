@@ -17,7 +17,7 @@ from ..config import Config
 from ..service import ShamanService
 from .accesslog import access_log_middleware
 from .auth import guard_middleware_for
-from .batch import setup_batch_routes
+from .batch_upload import setup_batch_upload_route
 from .bigbodies import add_body_slots
 from .errors import error_middleware
 from .gateway import setup_gateway_routes
@@ -35,13 +35,14 @@ RouteSetup = Callable[[web.Application, ShamanService], None]
 # Every set of routes the server speaks. Add one line per protocol.
 ROUTE_SETS: list[RouteSetup] = [
     setup_flamenco_routes,
-    setup_batch_routes,
+    setup_batch_upload_route,
     setup_legacy_routes,
 ]
 
 
 def create_app(config: Config, *, service: ShamanService | None = None) -> web.Application:
     """Build the application serving `config`'s storage (or the given `service`)."""
+    owned = service is None
     service = service or ShamanService(config)
     app = web.Application(
         client_max_size=JSON_MAX_SIZE,
@@ -57,7 +58,13 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
         setup_gateway_routes(app, service.config.gateway, service.config.jobs_path)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
+    if owned:  # a service handed in belongs to the caller, who closes it
+        app.on_cleanup.append(_close_service)
     return app
+
+
+async def _close_service(app: web.Application) -> None:
+    await asyncio.to_thread(app[SERVICE].close)
 
 
 async def _prepare_storage(app: web.Application) -> None:

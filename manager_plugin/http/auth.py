@@ -6,12 +6,16 @@ Handlers decorated with `public` (version, configuration) skip both guards.
 from __future__ import annotations
 
 import hmac
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..config import Config
 from ..errors import ShamanDisabled, Unauthorized
+
+if TYPE_CHECKING:
+    from ..service import ShamanService
 
 _PUBLIC_ATTR = "_shaman_public"
 H = TypeVar("H")
@@ -40,12 +44,12 @@ def ensure_access(config: Config, authorization: str | None) -> None:
         raise Unauthorized("missing or wrong bearer token")
 
 
-def guard_middleware_for(service_key: web.AppKey) -> object:
+def guard_middleware_for(service_key: web.AppKey[ShamanService]) -> Middleware:
     """Build the middleware; takes the app key so it works inside a sub-application."""
 
     @web.middleware
     async def guard_middleware(
-        request: web.Request, handler: web.RequestHandler
+        request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         match = request.match_info
         if match.http_exception is not None or getattr(match.handler, _PUBLIC_ATTR, False):

@@ -13,15 +13,15 @@ from aiohttp import StreamReader, web
 from ..bodypace import BodyPace
 from ..config import Config
 from ..errors import BodyTimeout, ClientDisconnected, InvalidRequest, UnsupportedEncoding
-from ..filestore import Reader
 from ..models import FileSpec
 from ..paths import validate_checksum, validate_size
-from ..zerocopy import AVAILABLE as SPLICE_AVAILABLE
-from ..zerocopy import drain, start_thread
+from ..store import Reader
+from ..store.splice import drain, start_thread
+from ..store.system import SPLICE_AVAILABLE
 from .accesslog import BODY_BYTES
 from .logtext import loggable
 
-# Bodies at least this big are spliced from the socket (manager_plugin.zerocopy). Such a
+# Bodies at least this big are spliced from the socket (manager_plugin.store.splice). Such a
 # request's connection is closed after the answer (aiohttp's parser still expects the
 # body), which costs a reconnect: negligible next to moving this many bytes.
 SPLICE_MIN_SIZE = 16 * 1024 * 1024
@@ -234,7 +234,7 @@ class _TakenSocket:
 
     async def answer(self, request: web.Request, response: web.Response) -> web.Response:
         """`response`, the last on this connection; sent right away when part of the
-        body is still unread, which is then read and dropped (up to zerocopy.LINGER s)
+        body is still unread, which is then read and dropped (up to splice.LINGER s)
         like aiohttp does, so that the client still sending gets the answer, not a reset."""
         response.force_close()
         sock, self._dup = self._dup, -1

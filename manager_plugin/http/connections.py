@@ -184,7 +184,8 @@ class ConnectionGuard:
         """Count `handler` as a connection and watch its parser for the header deadline."""
         connection = _Connection(self, handler)
         self._live[handler] = connection
-        handler._parser = _WatchedParser(handler._parser, connection)
+        # Duck-typed: the wrapper delegates to aiohttp's parser (see the module docstring).
+        handler._parser = _WatchedParser(handler._parser, connection)  # type: ignore[assignment]
 
     def connected(self, handler: RequestHandler) -> None:
         connection = self._live.get(handler)

@@ -1,6 +1,6 @@
 """Gateway mode: every request this server does not answer itself goes to the upstream Manager.
 
-Registered last, as a catch-all route, so that the Shaman routes (v3, batch, legacy) win
+Registered last, as a catch-all route, so that the Shaman routes (v3, batch upload, legacy) win
 and everything else (the jobs API, version and configuration, the web UI, its socket.io
 WebSocket, downloads) reaches Flamenco Manager unchanged: method, raw path and query,
 headers but the hop-by-hop ones, body, status and answer, streamed both ways.

@@ -159,7 +159,8 @@ class UnfoldingParser:
 class _UnfoldingRequestHandler(RequestHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._parser = UnfoldingParser(self._parser)
+        # Duck-typed: the wrapper delegates everything but header parsing to aiohttp's parser.
+        self._parser = UnfoldingParser(self._parser)  # type: ignore[assignment]
 
 
 class UnfoldingServer(web.Server):

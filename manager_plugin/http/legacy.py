@@ -9,8 +9,8 @@ Routes, relative to the server root and, when configured, to `shaman.legacyBaseP
 
 Same core as the Flamenco 3 API (validation, dedupe, checkouts, GC), so a file
 uploaded through either protocol is found by the other. Only the wire format differs:
-text bodies, and statuses the way BAT reads them; `_error_response` is the one place
-where core errors become those. BAT prints the body of most errors, but of `get-token`
+text bodies, and statuses the way BAT reads them (`errors.LEGACY_STATUS`, beside the
+JSON API's table). BAT prints the body of most errors, but of `get-token`
 only the status line, so those errors carry their hint in the reason phrase too.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,21 +31,14 @@ from ..cdf import (
     format_answer,
     parse_cdf,
 )
-from ..errors import (
-    AlreadyStored,
-    ConfigError,
-    InvalidRequest,
-    MissingFiles,
-    MustDefer,
-    ShamanError,
-    Unauthorized,
-)
+from ..errors import ConfigError, InvalidPath, InvalidRequest, ShamanError, Unauthorized
 from ..models import FileSpec, FileStatus
 from ..paths import parse_size, validate_checksum, validate_path
 from ..service import ShamanService
 from .auth import ensure_access, public
 from .bigbodies import in_slot, is_large
 from .bodies import body_pace, header_is_true, read_body, refuse_encoded_body, whole_chunks
+from .errors import LEGACY_STATUS, UPLOAD_STATUS, status_of
 from .logtext import loggable
 
 log = logging.getLogger(__name__)
@@ -58,12 +50,10 @@ _ANSWER_WORDS: dict[FileStatus, AnswerWord] = {
     "unknown": ANSWER_FILE_UNKNOWN,
     "uploading": ANSWER_ALREADY_UPLOADING,
 }
-_FILES_INDEX = re.compile(r"^files\[(\d+)\](?:\.path)?: ")
 # BAT never retries a file it deferred: it asks for the checkout right after its own
 # uploads. So a checkout waits (this long at most, under BAT's 300 s request timeout)
 # for files that other clients are still uploading, instead of failing with 424.
 UPLOADS_WAIT_SECONDS = 240.0
-UPLOADS_POLL_SECONDS = 0.2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,13 +83,12 @@ def _text(status: int, text: str, *, reason: str | None = None) -> web.Response:
 
 def _error_response(exc: ShamanError) -> web.Response:
     """Core error -> the status BAT expects, with the message as text/plain body."""
-    if isinstance(exc, AlreadyStored | MustDefer):
-        # BAT treats 208 as "already there", or as "defer" when it offered to defer.
-        # Flamenco 3's 425 would be a hard error to BAT.
-        return web.Response(status=208)
+    status = status_of(exc, LEGACY_STATUS)
+    if status < 300:
+        return web.Response(status=status)
     if isinstance(exc, Unauthorized):
-        return _text(401, f"{exc.message}; {TOKEN_HINT}")
-    return _text(exc.status, exc.message)
+        return _text(status, f"{exc.message}; {TOKEN_HINT}")
+    return _text(status, exc.message)
 
 
 def _guarded(service: ShamanService, handler: Handler) -> Handler:
@@ -129,13 +118,11 @@ def _entries_to_specs(body: bytes) -> tuple[list[CdfEntry], list[FileSpec]]:
     return entries, [FileSpec(e.sha, e.size, e.path) for e in entries]
 
 
-def _name_the_line(exc: InvalidRequest, entries: list[CdfEntry]) -> InvalidRequest:
-    """The core names a file as `files[i]`; a CDF author wants the line number."""
-    match = _FILES_INDEX.match(exc.message)
-    if match is None or int(match.group(1)) >= len(entries):
+def _name_the_line(exc: InvalidPath, entries: list[CdfEntry]) -> InvalidRequest:
+    """The core names a file by its index in the request; a CDF author wants the line."""
+    if exc.index is None or exc.index >= len(entries):
         return exc
-    line = entries[int(match.group(1))].line_number
-    return type(exc)(f"line {line}: {exc.message[match.end() :]}")
+    return InvalidRequest(f"line {entries[exc.index].line_number}: {exc.reason}")
 
 
 def _original_filename(request: web.Request) -> str:
@@ -151,34 +138,6 @@ def _original_filename(request: web.Request) -> str:
             except UnicodeDecodeError:
                 return value.decode("latin-1")
     return ""
-
-
-async def _create_checkout(service: ShamanService, checkout_id: str, specs: list[FileSpec]) -> str:
-    """Create the checkout, first waiting for missing files that are being uploaded."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + UPLOADS_WAIT_SECONDS
-    while True:
-        try:
-            # The text answer has no room for warnings: they reach the server log.
-            made = await asyncio.to_thread(service.create_checkout, checkout_id, specs)
-            return made.path
-        except MissingFiles as exc:
-            missing = {(m.sha, m.size) for m in exc.missing if isinstance(m, FileSpec)}
-            waited = False
-            while loop.time() < deadline:
-                busy = [k for k in missing if service.store.is_uploading(*k)]
-                if not busy:
-                    break
-                if not waited:
-                    log.info(
-                        "checkout %s waits for %d files still being uploaded",
-                        loggable(checkout_id),
-                        len(busy),
-                    )
-                    waited = True
-                await asyncio.sleep(UPLOADS_POLL_SECONDS)
-            if not waited:
-                raise
 
 
 def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
@@ -224,12 +183,12 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
             reader = whole_chunks(
                 request.content, body_pace(service.config), request.content_length
             )
-            await service.store.receive(sha, size, reader, can_defer=can_defer)
+            outcome = await service.receive(sha, size, reader, can_defer=can_defer)
         except ShamanError as exc:
             log.info("upload %s %s/%d: %s", path, sha, size, exc.message, extra=extra)
             raise
-        log.info("upload %s %s/%d: stored", path, sha, size, extra=extra)
-        return web.Response(status=204)
+        log.info("upload %s %s/%d: %s", path, sha, size, outcome.value, extra=extra)
+        return web.Response(status=UPLOAD_STATUS[outcome])
 
     async def create_checkout(request: web.Request) -> web.Response:
         checkout_id = request.match_info["checkout_id"]
@@ -240,10 +199,11 @@ def setup_legacy_routes(app: web.Application, service: ShamanService) -> None:
         else:
             entries, specs = await asyncio.to_thread(_entries_to_specs, body)
         try:
-            used = await _create_checkout(service, checkout_id, specs)
-        except InvalidRequest as exc:
+            # The text answer has no room for warnings: they reach the server log.
+            made = await service.checkout_when_uploaded(checkout_id, specs, UPLOADS_WAIT_SECONDS)
+        except InvalidPath as exc:
             raise _name_the_line(exc, entries) from None
-        return web.Response(text=used)
+        return web.Response(text=made.path)
 
     token_route = public(get_token)
     routes = [

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import AlreadyStored, InvalidRequest, ShamanError
+from ..errors import InvalidRequest, ShamanError
 from ..models import FileSpec
 from ..paths import parse_size, validate_checksum
 from ..service import ShamanService
@@ -23,7 +23,7 @@ from .bodies import (
     socket_source,
     whole_chunks,
 )
-from .errors import response_for
+from .errors import UPLOAD_STATUS, response_for
 from .filenames import HEADER as FILENAME_HEADER
 from .filenames import decode_original_filename
 
@@ -86,7 +86,7 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
     async def file_status(request: web.Request) -> web.Response:
         sha = validate_checksum(request.match_info["checksum"], "checksum")
         size = parse_size(request.match_info["filesize"], "filesize")
-        status = await asyncio.to_thread(service.store.peek_status, sha, size)
+        status = await asyncio.to_thread(service.file_status, sha, size)
         return web.json_response({"status": status})
 
     async def upload(request: web.Request) -> web.Response:
@@ -101,10 +101,10 @@ def setup_flamenco_routes(app: web.Application, service: ShamanService) -> None:
         source = socket_source(request, size, pace)
         try:
             try:
-                await service.store.receive(sha, size, reader, can_defer=can_defer, source=source)
-                response = web.Response(status=204)
-            except AlreadyStored:
-                response = web.Response(status=208)
+                outcome = await service.receive(
+                    sha, size, reader, can_defer=can_defer, source=source
+                )
+                response = web.Response(status=UPLOAD_STATUS[outcome])
             except ShamanError as exc:
                 if source is None or not source.taken:
                     raise

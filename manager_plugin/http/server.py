@@ -32,7 +32,9 @@ def url_for(host: str | None, port: int) -> str:
 
 
 
-class _Server(GuardedServer, UnfoldingServer):
+# Both override web.Server.__call__; the guard's may answer with a refusing protocol
+# instead of a RequestHandler, so the two signatures differ in their return type.
+class _Server(GuardedServer, UnfoldingServer):  # type: ignore[misc]
     """Connections admitted and given header deadlines by the guard; their handlers
     accept the obs-folded header lines of Flamenco add-ons 3.6-3.8.5."""
 
@@ -134,6 +136,7 @@ class BackgroundServer:
             await self._stop.wait()
         finally:
             await runner.cleanup()
+            await asyncio.to_thread(self.service.close)  # its worker threads
 
     def __enter__(self) -> BackgroundServer:
         self.start()

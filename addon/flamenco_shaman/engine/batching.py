@@ -1,10 +1,10 @@
 """Many small files in one request body (the manager's batch-upload extension).
 
-The body is a sequence of records, `<sha256 hex> <size>\\n` followed by the file's
-bytes. Each file is read from disk only when its record is written, so memory stays
-bounded by one file plus one send buffer, and it is checked against the size and
-mtime its identity was computed from: a file changed meanwhile is left out (and
-re-hashed by the caller), never sent under a wrong identity.
+The body is a sequence of records (flamenco_shaman.protocol: a `<sha256 hex> <size>`
+line, then the file's bytes). Each file is read from disk only when its record is
+written, so memory stays bounded by one file plus one send buffer, and it is checked
+against the size and mtime its identity was computed from: a file changed meanwhile is
+left out (and re-hashed by the caller), never sent under a wrong identity.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from .. import protocol
 from .upload import UploadCancelled
 
+# Ours, well inside the manager's limits (protocol.BATCH_MAX_RECORDS per request).
 MAX_FILES = 500  # per request
 MAX_BYTES = 16 << 20  # per request
-SERVER_MAX_FILE_SIZE = 4 << 20  # the manager refuses bigger records
+SERVER_MAX_FILE_SIZE = protocol.BATCH_MAX_RECORD_SIZE  # the manager refuses bigger records
 SEND_BUFFER = 256 << 10  # records are gathered into writes about this big
 
 T = TypeVar("T")
@@ -51,7 +53,7 @@ class BatchBody(Generic[T]):
 
     def __init__(
         self,
-        files: Sequence[tuple[T, Path, str, int, int]],
+        files: Sequence[tuple[T, str | Path, str, int, int]],
         *,
         cancel: threading.Event,
         on_bytes: Callable[[int, str], None] | None = None,
@@ -72,7 +74,7 @@ class BatchBody(Generic[T]):
             if data is None:
                 self.skipped.append(key)
                 continue
-            out += f"{sha} {size}\n".encode("ascii")
+            out += protocol.batch_record_header(sha, size)
             out += data
             self.sent.append(key)
             self.streamed += size
@@ -87,7 +89,7 @@ class BatchBody(Generic[T]):
             yield bytes(out)
 
 
-def _read_unchanged(path: Path, size: int, mtime_ns: int) -> bytes | None:
+def _read_unchanged(path: str | Path, size: int, mtime_ns: int) -> bytes | None:
     """The file's bytes if it still has this size and mtime, else None."""
     try:
         with open(path, "rb", buffering=0) as f:

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..protocol import is_checksum
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "FLAMENCO_SHAMAN_CACHE_DIR"
@@ -117,8 +119,7 @@ def _valid_entry(value: object) -> bool:
         and len(value) == 4
         and isinstance(value[0], int)
         and isinstance(value[1], int)
-        and isinstance(value[2], str)
-        and len(value[2]) == 64
+        and is_checksum(value[2])
         and isinstance(value[3], int | float)
     )
 

@@ -1,4 +1,8 @@
-"""Checkout path rules (Flamenco's), the default checkout name, and their pure helpers."""
+"""The checkout path as the engine sees it: the manager's rules, the default name, and
+turning any text into a path the manager takes (pure helpers).
+
+The rules are `flamenco_shaman.protocol`'s, the same code the manager runs.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,29 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-_FORBIDDEN = set("?*:;{}\\")
+from .. import protocol
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def checkout_path_problem(path: str) -> str | None:
     """Why the manager would refuse `path` as a checkout path, or None when it is fine."""
-    if not path:
-        return "the checkout path is empty"
-    if path.startswith("/"):
-        return "the checkout path must be relative (no leading '/')"
-    bad = sorted(_FORBIDDEN.intersection(path))
-    if bad:
-        return "the checkout path may not contain " + " ".join(repr(c) for c in bad)
-    if _CONTROL.search(path):
-        return "the checkout path may not contain control characters"
-    if ".." in path.split("/"):
-        return "the checkout path may not contain '..'"
-    return None
+    return protocol.checkout_path_problem(path)
 
 
 def sanitize_checkout_path(path: str) -> str:
     """Turn any text into a valid checkout path, keeping it as recognisable as possible."""
     path = _CONTROL.sub("_", path.replace("\\", "/"))
-    path = "".join("_" if c in _FORBIDDEN else c for c in path)
-    parts = [p.strip() for p in path.split("/")]
+    path = "".join("_" if c in protocol.FORBIDDEN_CHARS else c for c in path)
+    parts = [_clip(p.strip()) for p in path.split("/")]
     parts = [p for p in parts if p not in ("", ".", "..")]
     return "/".join(parts) or "job"
+
+
+def _clip(part: str) -> str:
+    """At most MAX_COMPONENT_BYTES of UTF-8, cut at a character boundary."""
+    data = part.encode("utf-8", "replace")[: protocol.MAX_COMPONENT_BYTES]
+    return data.decode("utf-8", "ignore")
 
 
 def default_checkout_path(blendfile: Path, now: datetime | None = None) -> str:

@@ -14,13 +14,21 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
 
+from .. import protocol
 from .errors import SubmitError
+from .http_text import (
+    encode_original_filename,
+    never_sent,
+    response_message,
+    short_reason,
+    tls_failure,
+)
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 300.0
@@ -39,25 +47,19 @@ class CheckoutIncomplete(SubmitError):
 GO_UNKNOWN_FILES = "unknown files requested in checkout"
 
 
+@dataclass
+class Checkout:
+    """A checkout the manager made: the path it used, and what the artist should know
+    (names Windows/macOS workers cannot hold, when the manager checks them)."""
+
+    path: str
+    warnings: list[str] = field(default_factory=list)
+
+
 def upload_stored(status: int) -> bool:
     """Whether an upload answer means "received and stored": 204 per the spec, 200 from
     Flamenco's Go server; any 2xx but 208 (already stored) counts."""
     return 200 <= status < 300 and status != 208
-
-
-def response_message(response: requests.Response) -> str:
-    """The manager's one-line explanation: the JSON "message", else the first line of text."""
-    try:
-        body = response.json()
-        if isinstance(body, dict) and body.get("message"):
-            return str(body["message"])
-    except ValueError:
-        pass
-    text = (response.text or "").strip()
-    if "html" in response.headers.get("Content-Type", "") or text.startswith("<"):
-        text = ""  # a line of markup says nothing; the status's reason does
-    lines = text.splitlines()
-    return lines[0][:200] if lines else str(response.reason or "")
 
 
 class ManagerClient:
@@ -169,7 +171,7 @@ class ManagerClient:
             response = self.session.post(
                 f"{self.api}shaman/batch-upload",
                 data=body,
-                headers={"Content-Type": "application/x-shaman-batch"},
+                headers={"Content-Type": protocol.BATCH_CONTENT_TYPE},
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
             )
         except requests.RequestException as ex:
@@ -185,8 +187,8 @@ class ManagerClient:
             raise SubmitError("the manager sent an unreadable answer to a batch upload")
         return 200, files, ""
 
-    def create_checkout(self, files: Iterable[dict[str, Any]], checkout_path: str) -> str:
-        """POST checkout/create; the checkout path the manager actually used."""
+    def create_checkout(self, files: Iterable[dict[str, Any]], checkout_path: str) -> Checkout:
+        """POST checkout/create; the checkout path the manager used and its warnings."""
         response = self.send(
             "POST",
             "shaman/checkout/create",
@@ -206,10 +208,15 @@ class ManagerClient:
             )
         self.raise_for_status(response, "creating the checkout")
         try:
-            used = response.json()["checkoutPath"]
+            body = response.json()
+            used = body["checkoutPath"]
         except (ValueError, KeyError, TypeError):
             raise SubmitError("the manager sent an unreadable answer to checkout/create") from None
-        return str(used)
+        # Optional and additive (Flamenco's own Manager never sends it): take the lines
+        # that are text, one line each, and ignore anything else.
+        warnings = body.get("warnings") if isinstance(body, dict) else None
+        lines = [" ".join(w.split()) for w in warnings or () if isinstance(w, str)]
+        return Checkout(str(used), [line for line in lines if line])
 
     # --- plumbing ----------------------------------------------------------
 
@@ -234,17 +241,17 @@ class ManagerClient:
                     method, self.api + path, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kw
                 )
             except requests.exceptions.SSLError as ex:
-                raise SubmitError(_tls_failure(self.url, ex)) from None
+                raise SubmitError(tls_failure(self.url, ex)) from None
             except requests.RequestException as ex:
                 # A refused connection never delivered the request, so even a call that
                 # must not run twice (checkout/create) can wait for a restarting manager.
-                budget = RETRY_DELAYS if retry or _never_sent(ex) else ()
+                budget = RETRY_DELAYS if retry or never_sent(ex) else ()
                 if attempt < len(budget):
                     time.sleep(budget[attempt])
                     attempt += 1
                     continue
                 raise SubmitError(
-                    f"cannot reach the manager at {self.url} ({_short(ex)})"
+                    f"cannot reach the manager at {self.url} ({short_reason(ex)})"
                 ) from None
             if response.status_code >= 500 and response.status_code != 503:
                 if attempt < len(delays):
@@ -268,47 +275,3 @@ class ManagerClient:
         raise SubmitError(
             f"the manager answered {status} when {what}: {response_message(response)}"
         )
-
-
-# Characters an RFC 2047 "Q" encoded word may carry as they are (its strictest context).
-_Q_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-
-
-def encode_original_filename(name: str) -> str:
-    """X-Shaman-Original-Filename as Flamenco 3.9's add-on sends it: one RFC 2047 encoded
-    word, e.g. `=?utf-8?q?linked=5Fcube=2Eblend?=`, never folded (Go decodes it and
-    answers 400 to anything undecodable; a folded header breaks aiohttp servers)."""
-    out = []
-    for byte in name.encode("utf-8", errors="surrogatepass"):
-        if byte in _Q_PLAIN:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("_")
-        else:
-            out.append(f"={byte:02X}")
-    return f"=?utf-8?q?{''.join(out)}?="
-
-
-def _never_sent(ex: requests.RequestException) -> bool:
-    """True when no connection could be made, so the manager cannot have seen the request."""
-    reason = getattr(ex.args[0], "reason", None) if ex.args else None
-    return isinstance(reason, NewConnectionError)
-
-
-def _tls_failure(url: str, ex: requests.exceptions.SSLError) -> str:
-    """One line for a failed TLS handshake, without OpenSSL's source locations."""
-    if "CERTIFICATE_VERIFY_FAILED" in str(ex):
-        return f"cannot reach the manager at {url}: its TLS certificate is not trusted"
-    return (
-        f"cannot reach the manager at {url}: the TLS handshake failed; "
-        "if the manager serves plain HTTP, use an http:// URL"
-    )
-
-
-def _short(ex: Exception) -> str:
-    """The innermost reason of a requests error, which is the readable one."""
-    text = str(ex)
-    for marker in ("Failed to establish a new connection: ", "] "):
-        if marker in text:
-            text = text.rsplit(marker, 1)[1]
-    return text.rstrip("')\"").strip() or type(ex).__name__

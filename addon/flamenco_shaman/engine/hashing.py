@@ -36,7 +36,7 @@ def _buffer() -> memoryview:
     return buf
 
 
-def stat_key(path: Path) -> tuple[int, int]:
+def stat_key(path: str | Path) -> tuple[int, int]:
     """(size, mtime_ns); raises SubmitError when the file is gone."""
     try:
         st = os.stat(path)
@@ -48,7 +48,7 @@ def stat_key(path: Path) -> tuple[int, int]:
 
 
 def sha256_of(
-    path: Path,
+    path: str | Path,
     cancel: threading.Event | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> str:
@@ -74,7 +74,7 @@ def sha256_of(
 
 
 def identify(
-    path: Path,
+    path: str | Path,
     cache: ChecksumCache | None = None,
     cancel: threading.Event | None = None,
     on_bytes: Callable[[int], None] | None = None,

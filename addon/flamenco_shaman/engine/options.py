@@ -50,3 +50,6 @@ class SubmitResult:
     job_id: str | None = None
     job_name: str | None = None
     job_url: str | None = None  # the job in the Manager's web UI: <manager>/app/jobs/<id>
+    # The manager's word on the checkout, one line each: names Windows/macOS workers
+    # cannot hold (shaman.portableNames: warn). Empty from Flamenco's own Manager.
+    warnings: list[str] = field(default_factory=list)

@@ -18,7 +18,7 @@ from typing import Any
 
 from .cache import ChecksumCache
 from .checkout_path import checkout_path_problem, default_checkout_path
-from .client import CheckoutIncomplete, ManagerClient
+from .client import Checkout, CheckoutIncomplete, ManagerClient
 from .errors import SubmitCancelled, SubmitError
 from .flamenco.api import FlamencoAPI, JobTypeChanged
 from .flamenco.evaluate import fill_settings
@@ -154,7 +154,8 @@ class Submission:
                 pipeline.finish()
                 self._check_cancel()
                 self._tracker.set_phase("checkout")
-                used = self._checkout(client, pipeline, checkout_path)
+                made = self._checkout(client, pipeline, checkout_path)
+                used = made.path
                 files_hashed = pipeline.files_hashed
             farm_blend_path = f"{{jobs}}/{used}/{tracer.blend_pack_path}"
             if jobs_api is not None and prepared is not None:
@@ -180,6 +181,7 @@ class Submission:
             files_uploaded=tracker.files_uploaded,
             bytes_uploaded=tracker.bytes_uploaded,
             files_hashed=files_hashed,
+            warnings=list(made.warnings),
         )
         if created is not None and jobs_api is not None:
             result.job_id = str(created["id"])
@@ -233,19 +235,19 @@ class Submission:
                 f"no job was created: {ex} (the files are on the farm at {farm_blend_path})"
             ) from None
 
-    def _checkout(self, client: ManagerClient, pipeline: Pipeline, checkout_path: str) -> str:
-        optimistic = not pipeline.negotiated
+    def _checkout(self, client: ManagerClient, pipeline: Pipeline, checkout_path: str) -> Checkout:
+        optimistic = pipeline.optimistic
         try:
-            used = client.create_checkout(pipeline.checkout_files(), checkout_path)
-            pipeline.settle_held()
-            return used
+            made = client.create_checkout(pipeline.checkout_files(), checkout_path)
+            pipeline.checkout_accepted()
+            return made
         except CheckoutIncomplete:
             if optimistic:
                 log.info("the manager lacks files known from an earlier submission; sending them")
             else:
                 log.info("checkout refused with 424; sending the missing files once more")
         self._tracker.set_phase("uploading")
-        pipeline.resend_all()
+        pipeline.renegotiate_all()
         self._check_cancel()
         self._tracker.set_phase("checkout")
         try:

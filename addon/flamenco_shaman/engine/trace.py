@@ -3,48 +3,32 @@ goes in the checkout.
 
 BAT decides the layout (paths relative to the project root, `_outside_project/...`
 for the rest) and rewrites blend files whose references must change. Instead of
-copying, our file transferer hands every file to a callback. Rewritten blends live in
-BAT's temporary directory until the Tracer is closed, so keep it open until they are
-uploaded.
+copying, our file transferer (bat_packer.py) hands every file to a callback.
+Rewritten blends live in BAT's temporary directory until the Tracer is closed, so keep
+it open until they are uploaded.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePath, PurePosixPath
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
 from ..bat_import import import_bat
+from .bat_packer import packer_class
 from .errors import SubmitCancelled, SubmitError
 from .trace_cache import CachedTrace, TraceCache, trace_key
+from .traced import PACK_ROOT, TracedFile, pack_relative
 
-# A made-up absolute directory standing in for the checkout; BAT only computes paths
-# under it, it never touches the disk there.
-PACK_ROOT = Path("/flamenco-shaman-pack").absolute()
+__all__ = ["PACK_ROOT", "TracedFile", "Tracer", "pack_relative"]
 
 # BAT keeps opened blend files in a process-wide cache; two traces at once would close
 # each other's files.
 _TRACE_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class TracedFile:
-    """One file of the pack: where to read it and where it goes in the checkout."""
-
-    source: str | Path  # absolute; a str when replayed from the trace cache (cheaper)
-    pack_path: str  # posix, relative to the checkout root
-    temporary: bool  # a blend rewritten by BAT, in its temp dir (not worth caching)
-
-
-def pack_relative(dst: PurePath) -> str:
-    """The posix path inside the checkout of a path BAT computed under PACK_ROOT."""
-    return PurePath(dst).relative_to(PACK_ROOT).as_posix()
 
 
 class Tracer:
@@ -130,10 +114,10 @@ class Tracer:
             traced.append(file)
             on_file(file)
 
-        packer_class = _packer_class(bat)
+        packer_type = packer_class(bat)
         with _TRACE_LOCK:
             with self._lock:
-                self._packer = packer_class(
+                self._packer = packer_type(
                     self.blendfile,
                     self.project_root,
                     str(PACK_ROOT),
@@ -232,103 +216,3 @@ class Tracer:
 
 
 REPLAY_CHUNK = 500  # files per on_files call when replaying a cached trace
-_classes: dict[int, type] = {}
-_TRANSFER_POLL = 0.01  # seconds; BAT's transfer thread polls its queue this often
-
-
-def _packer_class(bat: ModuleType) -> type:
-    """Packer/FileTransferer subclasses for the BAT module actually loaded (maybe bundled)."""
-    cached = _classes.get(id(bat))
-    if cached is not None:
-        return cached
-
-    class ForwardingTransferer(bat.pack.transfer.FileTransferer):
-        """Passes each file BAT would copy or move to a callback instead."""
-
-        def __init__(self, on_file: Callable[[TracedFile], None], temp_dir: Path) -> None:
-            super().__init__()
-            self.daemon = True
-            self._on_file = on_file
-            self._temp_dir = temp_dir
-
-        def run(self) -> None:
-            for src, dst, _action in self.iter_queue():
-                try:
-                    source = Path(src)
-                    self._on_file(
-                        TracedFile(source, pack_relative(dst), _is_inside(source, self._temp_dir))
-                    )
-                except Exception as ex:
-                    self.error_set(str(ex) or type(ex).__name__)
-                    return
-
-        # BAT's own iter_queue() and join() wait 0.5 s on an empty queue before they see
-        # that all files are queued and the thread is done: up to a second of idle time per
-        # submission, most of a resubmission of a small project. Same logic, shorter polls.
-        def iter_queue(self) -> Iterator[Any]:
-            while not (self._abort.is_set() or self.has_error):
-                try:
-                    src, dst, action = self.queue.get(timeout=_TRANSFER_POLL)
-                except queue.Empty:
-                    if self.done.is_set():
-                        return
-                    continue
-                self.progress_cb.transfer_file(src, dst)
-                yield src, dst, action
-
-        def join(self, timeout: float | None = None) -> None:
-            deadline = time.monotonic() + timeout if timeout else None
-            while self.is_alive() and (deadline is None or time.monotonic() < deadline):
-                self.progress_cb.flush(timeout=_TRANSFER_POLL)
-            self.progress_cb.flush()
-
-    class ShamanPacker(bat.pack.Packer):
-        def __init__(
-            self, *args: Any, on_file: Callable[[TracedFile], None], **kwargs: Any
-        ) -> None:
-            super().__init__(*args, **kwargs)
-            self._on_file = on_file
-            self._exclude_patterns: tuple[str, ...] = ()
-            self.excluded_files: set[Path] = set()
-
-        # BAT skips excluded assets without a trace; matching them here (same
-        # PurePath.match as BAT) lets the artist be told what was left out.
-        def exclude(self, *globs: str) -> None:
-            self._exclude_patterns += globs
-
-        def _excluded(self, asset_path: Path, sequence: bool = False) -> bool:
-            if not any(asset_path.match(glob) for glob in self._exclude_patterns):
-                return False
-            files = [asset_path]
-            if sequence:  # every frame or tile on disk, as BAT would have sent them
-                try:
-                    files = list(bat.trace.file_sequence.expand_sequence(asset_path)) or files
-                except bat.trace.file_sequence.DoesNotExist:
-                    pass
-            self.excluded_files.update(files)
-            return True
-
-        def _visit_asset(self, asset_path: Path, usage: Any) -> None:
-            if not self._excluded(asset_path):
-                super()._visit_asset(asset_path, usage)
-
-        def _visit_sequence(self, asset_path: Path, usage: Any) -> None:
-            if not self._excluded(asset_path, sequence=True):
-                super()._visit_sequence(asset_path, usage)
-
-        def _create_file_transferer(self) -> Any:
-            return ForwardingTransferer(self._on_file, Path(self._rewrite_in))
-
-        def _write_info_file(self) -> None:
-            """No pack-info.txt: the checkout holds the blend and its assets only."""
-
-    _classes[id(bat)] = ShamanPacker
-    return ShamanPacker
-
-
-def _is_inside(path: Path, directory: Path) -> bool:
-    try:
-        path.relative_to(directory)
-    except ValueError:
-        return False
-    return True

@@ -28,7 +28,7 @@ class FileBody:
 
     def __init__(
         self,
-        path: Path,
+        path: str | Path,
         size: int,
         mtime_ns: int,
         *,

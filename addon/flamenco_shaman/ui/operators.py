@@ -114,6 +114,7 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         state.files_uploaded = result.files_uploaded if result else 0
         state.files_total = result.files_total if result else 0
         state.missing_count = len(result.missing_files) if result else 0
+        state.warning_count = len(result.warnings) if result else 0
         state.job_id = (result.job_id or "") if result else ""
         state.job_name = (result.job_name or "") if result else ""
         state.job_url = (result.job_url or "") if result else ""
@@ -132,6 +133,13 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
                 {"WARNING"},
                 f"{len(result.missing_files)} missing asset(s) were not sent; "
                 "see the Flamenco Shaman panel",
+            )
+        if result.warnings:
+            self.report(
+                {"WARNING"},
+                f"The manager warns: {result.warnings[0]}"
+                + (f" (and {len(result.warnings) - 1} more)" if len(result.warnings) > 1 else "")
+                + "; see the Flamenco Shaman panel",
             )
         return {"FINISHED"}
 

@@ -190,6 +190,14 @@ def _draw_result(layout: bpy.types.UILayout, context: bpy.types.Context) -> None
             col.label(text=str(path))
         if len(result.missing_files) > MAX_MISSING_SHOWN:
             col.label(text=f"... and {len(result.missing_files) - MAX_MISSING_SHOWN} more")
+    if result.warnings:
+        # The manager's word on the checkout: names Windows/macOS workers cannot hold.
+        col = box.column(align=True)
+        col.label(text=f"{len(result.warnings)} warning(s) from the manager:", icon="ERROR")
+        for line in result.warnings[:MAX_MISSING_SHOWN]:
+            col.label(text=line)
+        if len(result.warnings) > MAX_MISSING_SHOWN:
+            col.label(text=f"... and {len(result.warnings) - MAX_MISSING_SHOWN} more")
 
 
 classes = (FLAMENCO_SHAMAN_PT_submit,)

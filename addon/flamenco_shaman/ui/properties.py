@@ -130,6 +130,7 @@ class FLAMENCO_SHAMAN_PG_result(bpy.types.PropertyGroup):
     files_uploaded: IntProperty(name="Files Uploaded", default=0)
     files_total: IntProperty(name="Files", default=0)
     missing_count: IntProperty(name="Missing Files", default=0)
+    warning_count: IntProperty(name="Warnings", description="From the manager", default=0)
     job_id: StringProperty(name="Job ID", default="")
     job_name: StringProperty(name="Job Name", default="")
     job_url: StringProperty(

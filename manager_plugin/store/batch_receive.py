@@ -1,8 +1,8 @@
-"""Batch uploads (our extension): many small files in one streamed request body.
+"""Receiving a batch upload (our extension): many small files in one streamed body.
 
 The body is a sequence of records, each an ASCII header line `<sha256 hex> <size>\\n`
 followed by exactly `size` bytes. Records are read whole (each at most
-MAX_RECORD_SIZE), gathered into commit groups and stored by `FileStore.commit_records`
+MAX_RECORD_SIZE), gathered into commit groups and stored by `batch.RecordCommitter`
 in one thread hop per group, while the next group is being read. A malformed stream
 raises InvalidRequest naming the record; the records before it that were complete are
 still stored (they are verified blobs), and no temp file ever remains.
@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
-from .bodypace import BodyPace
-from .errors import BodyTimeout, ClientDisconnected, InvalidRequest
-from .filestore import FileStore, Reader
-from .paths import validate_checksum
+from ..bodypace import BodyPace
+from ..errors import BodyTimeout, ClientDisconnected, InvalidRequest
+from ..paths import validate_checksum
+from ..protocol import BATCH_MAX_HEADER_LINE, BATCH_MAX_RECORD_SIZE, BATCH_MAX_RECORDS
+from .batch import Record
+from .sinks import Reader
 
-MAX_RECORD_SIZE = 4 * 1024 * 1024  # bigger files use the single-file upload
-MAX_RECORDS = 10_000  # per request
-MAX_HEADER_LINE = 200  # bytes, newline included
+if TYPE_CHECKING:
+    from .facade import FileStore
+
+# The wire format's limits, shared with the engine.
+MAX_RECORD_SIZE = BATCH_MAX_RECORD_SIZE  # bigger files use the single-file upload
+MAX_RECORDS = BATCH_MAX_RECORDS  # per request
+MAX_HEADER_LINE = BATCH_MAX_HEADER_LINE  # bytes, newline included
 GROUP_RECORDS = 256  # records per commit group (one thread hop, two syncs)
 GROUP_BYTES = 8 * 1024 * 1024
 READ_SIZE = 256 * 1024
-
-Record = tuple[str, int, bytes]
 
 
 class BatchReceiver:

@@ -1,4 +1,5 @@
-"""Receiving a big upload body straight from the socket into the temp file (Linux).
+"""Moving a big upload body straight from the socket into the temp file (Linux only;
+`system.SPLICE_AVAILABLE` says whether it can be used, `shaman.tuning.splice` whether it is).
 
 The ordinary path copies every byte four times on its way to the disk: socket ->
 asyncio's buffer, aiohttp's HTTP parser -> a new bytes object per body piece, that
@@ -11,8 +12,9 @@ needs). A second thread hashes what has been written from a read-only mmap of th
 temp file (no copy either), a batch behind the writer. So the hash and the kernel's
 copy into the page cache run in parallel, and the event loop is idle meanwhile.
 
-The caller (the HTTP layer) takes the socket away from aiohttp for the rest of the
-body: see `manager_plugin.http.bodies.socket_source`. Everything else about an upload
+The HTTP layer takes the socket away from its server for the rest of the body and
+hands it over as a `SocketSource` (see `manager_plugin.http.bodies.socket_source`);
+this module only sees a file descriptor. Everything else about an upload
 (size and SHA-256 verified before the link, the timeout between two pieces of the
 body, stopping when a concurrent upload stores the file first) stays as it was.
 """
@@ -34,12 +36,10 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from .bodypace import BodyPace
-from .errors import BodyTimeout, ClientDisconnected
+from ..bodypace import BodyPace
+from ..errors import BodyTimeout, ClientDisconnected
 
 T = TypeVar("T")
-
-AVAILABLE = hasattr(os, "splice") and hasattr(select, "poll") and fcntl is not None
 
 HASH_BATCH = 8 * 1024 * 1024  # bytes handed to the hash thread at a time (page multiple)
 PIPE_SIZE = 1024 * 1024  # asked of F_SETPIPE_SZ; the kernel may give less
@@ -90,7 +90,7 @@ class SpliceJob:
         hasher: hashlib._Hash,
         timeout: float,
         pool: concurrent.futures.Executor,
-        on_batch: Callable[[int], bool] | None = None,
+        superseded: Callable[[int], bool] | None = None,
         pace: BodyPace | None = None,
     ) -> None:
         self.sock = sock
@@ -101,7 +101,7 @@ class SpliceJob:
         self.hasher = hasher
         self.timeout = timeout
         self.pool = pool
-        self.on_batch = on_batch
+        self.superseded = superseded
         self.pace = pace
         self.consumed = 0
         self.stop = threading.Event()  # set from outside: stop at once (Stopped)
@@ -110,7 +110,7 @@ class SpliceJob:
         """Returns the number of body bytes received (`size`). Raises ClientDisconnected
         when the client ended the connection before, BodyTimeout when no data came for
         `timeout` seconds or the body is slower than `pace` allows, Stopped when `stop`
-        is set or `on_batch(fd)` returned True (the blob exists), OSError on socket or
+        is set or `superseded(fd)` returned True (the blob exists), OSError on socket or
         disk errors (ENOSPC included)."""
         try:
             return self._run()
@@ -169,7 +169,7 @@ class SpliceJob:
                         hashing.result()
                     hashing = self.pool.submit(_hash_range, self.hasher, rfd, hashed, received)
                     hashed = received
-                    if self.on_batch is not None and self.on_batch(fd):
+                    if self.superseded is not None and self.superseded(fd):
                         raise Stopped
             if hashing is not None:
                 hashing.result()

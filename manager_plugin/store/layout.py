@@ -1,0 +1,126 @@
+"""Where blobs and temps live, and what "stored" means.
+
+Flamenco's layout under `<storage>/file-store`:
+
+    stored/{sha[:2]}/{sha[2:]}/{size}.blob            verified, read-only
+    uploading/{sha[:2]}/{sha[2:]}/{size}-{rand}.tmp   being received (see `temps`)
+    quarantine/{stamp}-{rand}/...                     bad blobs moved aside, never deleted
+
+A blob counts as stored only when it is a regular file of exactly its size (`holds`);
+anything else at a blob's path is moved to quarantine when it is noticed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+from pathlib import Path
+
+from ..protocol import is_checksum
+
+log = logging.getLogger(__name__)
+
+_BLOB_NAME = re.compile(r"(0|[1-9][0-9]*)\.blob")
+
+
+def parse_blob_path(rel_dir: tuple[str, ...], name: str) -> tuple[str, int] | None:
+    """(sha, size) of the entry `name` in directory `rel_dir` (relative to stored/), or
+    None when that is not where a blob of the layout lives."""
+    if len(rel_dir) != 2:
+        return None
+    head, tail = rel_dir
+    match = _BLOB_NAME.fullmatch(name)
+    if match is None or len(head) != 2 or not is_checksum(head + tail):
+        return None
+    return head + tail, int(match.group(1))
+
+
+class Layout:
+    """Paths of one file store, and the checks every "is it stored?" goes through."""
+
+    def __init__(self, storage_root: Path) -> None:
+        self.storage_root = Path(storage_root)
+        self.root = self.storage_root / "file-store"
+        self.stored_dir = self.root / "stored"
+        self.uploading_dir = self.root / "uploading"
+        # String forms, for hot loops (a Path per file costs more than the syscall).
+        self.stored = str(self.stored_dir)
+        self.uploading = str(self.uploading_dir)
+
+    def blob_path(self, sha: str, size: int) -> str:
+        return f"{self.stored}/{sha[:2]}/{sha[2:]}/{size}.blob"
+
+    def upload_dir(self, sha: str) -> str:
+        return f"{self.uploading}/{sha[:2]}/{sha[2:]}"
+
+    def ensure_dirs(self) -> None:
+        self.stored_dir.mkdir(parents=True, exist_ok=True)
+        self.uploading_dir.mkdir(parents=True, exist_ok=True)
+
+    def is_stored(self, sha: str, size: int) -> bool:
+        return self.holds(self.blob_path(sha, size), size)
+
+    def touch(self, sha: str, size: int) -> bool:
+        """Set the blob's mtime to now (GC spares it); True if it is stored (see `holds`)."""
+        path = self.blob_path(sha, size)
+        if not self.holds(path, size):
+            return False
+        try:
+            os.utime(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def holds(self, path: str, size: int) -> bool:
+        """True if the blob at `path` is a regular file of `size` bytes.
+
+        Checked wherever a blob is declared stored (requirements, file status, checkout,
+        upload). One that exists but is not (truncated or grown on disk, replaced by a
+        FIFO or a link) is moved to quarantine: it is not stored any more, and the
+        next upload of the right bytes is accepted instead of answered 208.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            return True
+        self._quarantine(path, st, size)
+        return False
+
+    def _quarantine(self, path: str, st: os.stat_result, size: int) -> None:
+        """Move the bad blob `path` (as `st` saw it) to quarantine/; never deletes it."""
+        rel = path[len(self.stored) + 1 :]
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = f"{self.root}/quarantine/{stamp}-{secrets.token_hex(4)}/{rel}"
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_size} bytes"
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.rename(path, dest)  # same filesystem: nothing is opened or copied
+        except FileNotFoundError:
+            return  # someone else moved it already
+        except OSError as exc:
+            log.error(
+                "blob %s is %s, not %d bytes, and cannot be quarantined: %s", path, what, size, exc
+            )
+            return
+        moved = os.lstat(dest)
+        if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
+            # An upload put the right blob there between our lstat and the rename: back.
+            with contextlib.suppress(FileExistsError):
+                os.link(dest, path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+            return
+        log.warning(
+            "blob %s is %s, not %d bytes: moved to %s; the next upload of it is accepted",
+            path,
+            what,
+            size,
+            dest,
+        )

@@ -1,0 +1,138 @@
+"""Receiving one upload: the registry of uploads in flight and the way from a body
+sink's temp file to a blob.
+
+`Receiver.receive` answers with an outcome: `STORED` (this upload made the blob) or
+`ALREADY_STORED` (it was there, or a concurrent upload finished first); failures raise
+(MustDefer, SizeMismatch, ChecksumMismatch, BodyTimeout, ClientDisconnected,
+StorageFull). Nothing partial ever remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import hashlib
+
+from ..errors import ChecksumMismatch, MustDefer, SizeMismatch, StorageFull
+from .commit import Ledger, commit_temp
+from .layout import Layout
+from .sinks import BodySink, ChunkSink, Reader, SpliceSink, Superseded, Upload
+from .splice import SocketSource
+from .temps import discard, is_disk_full, live_temp_exists, open_named_temp
+
+
+class Received(enum.Enum):
+    """How an upload ended well."""
+
+    STORED = "stored"
+    ALREADY_STORED = "already stored"
+
+
+class Receiver:
+    """Uploads of one store; `uploads` is the in-process half of "being uploaded"."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        ledger: Ledger,
+        pool: concurrent.futures.Executor,
+        *,
+        body_read_timeout: float,
+        splice: bool,
+    ) -> None:
+        self._layout = layout
+        self._ledger = ledger
+        self._pool = pool
+        self.body_read_timeout = body_read_timeout
+        self.splice = splice
+        self.uploads: dict[tuple[str, int], Upload] = {}
+
+    async def receive(
+        self,
+        sha: str,
+        size: int,
+        read: Reader,
+        *,
+        can_defer: bool = False,
+        source: SocketSource | None = None,
+    ) -> Received:
+        """Stream a body into the store. `read(n)` returns up to n bytes, b"" at the end.
+        With a `source` (a body of exactly `size` bytes whose socket can be taken over)
+        and splicing on, the body is spliced from the socket instead of read."""
+        key = (sha, size)
+        if await asyncio.to_thread(self._layout.touch, sha, size):
+            return Received.ALREADY_STORED
+        other = self.uploads.get(key)
+        if can_defer and (
+            other is not None or await asyncio.to_thread(live_temp_exists, self._layout, sha, size)
+        ):
+            raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+        mine = Upload(asyncio.Event())
+        if other is None:
+            self.uploads[key] = mine
+        final = self._layout.blob_path(sha, size)
+        timeout = self.body_read_timeout
+        sink: BodySink
+        if source is not None and self.splice:
+            sink = SpliceSink(source, size, final, other, timeout, self._pool)
+        else:
+            sink = ChunkSink(read, size, final, other, timeout, self._pool)
+        try:
+            outcome = await self._fill_and_commit(sink, sha, size, final)
+            mine.stored = outcome is Received.STORED
+            return outcome
+        finally:
+            mine.done.set()
+            if self.uploads.get(key) is mine:
+                del self.uploads[key]
+
+    async def _fill_and_commit(self, sink: BodySink, sha: str, size: int, final: str) -> Received:
+        fd, temp = await asyncio.to_thread(open_named_temp, self._layout, sha, size)
+        try:
+            hasher = hashlib.sha256()
+            try:
+                received = await sink.fill(fd, temp, hasher)
+            except Superseded:
+                raise _Discard(Received.ALREADY_STORED) from None
+            check_body(sha, size, received, hasher)
+            commit_fd, fd = fd, -1  # commit_temp owns (and closes) it from here on
+            stored = await asyncio.to_thread(
+                commit_temp, self._layout, self._ledger, commit_fd, temp, final, size
+            )
+            return Received.STORED if stored else Received.ALREADY_STORED
+        except BaseException as exc:
+            if fd >= 0:
+                # One thread hop that first waits for the sink's threads to be done with
+                # fd, submitted right here: even if this task is cancelled again (or the
+                # loop is shutting down) before it would start, the temp is still removed.
+                loop = asyncio.get_running_loop()
+                cleanup = loop.run_in_executor(None, _settle_and_discard, sink, fd, temp)
+                await asyncio.shield(cleanup)
+            if isinstance(exc, _Discard):
+                return exc.outcome
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; upload discarded") from exc
+            raise
+
+
+class _Discard(Exception):
+    """The temp goes, and the upload still ends well (with `outcome`)."""
+
+    def __init__(self, outcome: Received) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+def check_body(sha: str, size: int, received: int, hasher: hashlib._Hash) -> None:
+    """Raise SizeMismatch or ChecksumMismatch unless the body received is the one declared."""
+    if received != size:
+        raise SizeMismatch(f"received {received} bytes, declared size is {size}")
+    digest = hasher.hexdigest()
+    if digest != sha:
+        raise ChecksumMismatch(f"received bytes have SHA-256 {digest}, declared {sha}")
+
+
+def _settle_and_discard(sink: BodySink, fd: int, temp: str) -> None:
+    sink.settle()
+    discard(fd, temp)

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_reliability_*.py files: raw HTTP, uploads, polling.
+"""Helpers shared by the tests/reliability/ files: raw HTTP, uploads, polling.
 
 Raw sockets are used where a well-behaved client library would refuse to
 misbehave: lying about Content-Length, stalling, disconnecting mid-body.

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # What ships: the manager, the add-on (engine and UI) and the zip builder.
 TYPED = ["manager_plugin", "addon/flamenco_shaman", "tools"]

@@ -14,6 +14,20 @@ import time
 
 import pytest
 import requests
+from reliability.test_reliability_faulty_clients import (  # noqa: F401 - collected again
+    test_body_smaller_than_declared_size_gets_417,
+    test_content_length_larger_than_body_is_not_stored,
+    test_disconnect_mid_body_leaves_nothing,
+    test_graceful_close_mid_body_leaves_nothing,
+    test_stalled_body_times_out_and_is_removed,
+    test_truncated_body_is_not_stored,
+    test_wrong_checksum_gets_417,
+    upload_head,
+)
+from reliability.test_reliability_full_disk import (  # noqa: F401 - collected again
+    small_disk,
+    test_upload_that_does_not_fit_gets_507_and_leaves_no_temp,
+)
 from reliability_support import (
     blob_path,
     connect,
@@ -29,20 +43,6 @@ from test_manager_uploads import (  # noqa: F401 - collected again, with splicin
     test_second_uploader_completes_itself_when_the_first_dies,
     test_second_uploader_stops_early_with_208_when_the_first_completes,
     test_stalled_body_is_answered_408_and_discarded,
-)
-from test_reliability_faulty_clients import (  # noqa: F401 - collected again, with splicing on
-    test_body_smaller_than_declared_size_gets_417,
-    test_content_length_larger_than_body_is_not_stored,
-    test_disconnect_mid_body_leaves_nothing,
-    test_graceful_close_mid_body_leaves_nothing,
-    test_stalled_body_times_out_and_is_removed,
-    test_truncated_body_is_not_stored,
-    test_wrong_checksum_gets_417,
-    upload_head,
-)
-from test_reliability_full_disk import (  # noqa: F401 - collected again, with splicing on
-    small_disk,
-    test_upload_that_does_not_fit_gets_507_and_leaves_no_temp,
 )
 
 import manager_plugin.http.bodies as bodies_module

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_reliability_*.py files: raw HTTP, uploads, polling.
+"""Helpers shared by the tests/reliability/ files: raw HTTP, uploads, polling.
 
 Raw sockets are used where a well-behaved client library would refuse to
 misbehave: lying about Content-Length, stalling, disconnecting mid-body.
@@ -6,21 +6,14 @@ misbehave: lying about Content-Length, stalling, disconnecting mid-body.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from helpers import sha256
 
 
 def file_url(base: str, data: bytes) -> str:
@@ -34,41 +27,6 @@ def upload(base: str, data: bytes, **headers: str) -> requests.Response:
         headers={"Content-Type": "application/octet-stream", **headers},
         timeout=30,
     )
-
-
-def blob_path(store: Path, data: bytes) -> Path:
-    sha = sha256(data)
-    return store / "stored" / sha[:2] / sha[2:] / f"{len(data)}.blob"
-
-
-def files_under(root: Path) -> list[Path]:
-    """Every non-directory entry below root (symlinks included, not followed)."""
-    if not root.exists():
-        return []
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        out.extend(Path(dirpath, n) for n in filenames)
-        out.extend(Path(dirpath, n) for n in dirnames if Path(dirpath, n).is_symlink())
-    return sorted(out)
-
-
-def temps(store: Path) -> list[Path]:
-    return files_under(store / "uploading")
-
-
-def blobs(store: Path) -> list[Path]:
-    return files_under(store / "stored")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll `cond` until true or `timeout` passes; the server cleans up asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def host_port(base: str) -> tuple[str, int]:

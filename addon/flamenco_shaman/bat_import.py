@@ -57,7 +57,7 @@ def bundled_wheels(
     wheel_dir: Path = WHEEL_DIR, version_info: tuple[int, ...] | None = None
 ) -> list[Path]:
     """Bundled BAT wheels, best first: the major that suits the running Python, newest first."""
-    major = bat_major_for(version_info or sys.version_info)
+    major = bat_major_for(version_info or sys.version_info[:2])
     wheels = [w for w in wheel_dir.glob("blender_asset_tracer-*.whl") if _wheel_version(w)]
     return sorted(wheels, key=lambda w: (_wheel_version(w)[0] == major, _wheel_version(w)))[::-1]
 

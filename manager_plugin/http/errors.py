@@ -61,7 +61,7 @@ _KEEP_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 def status_of(exc: ShamanError, table: dict[type[ShamanError], int] = STATUS) -> int:
     """The status `table` gives `exc` (or its nearest listed base class); 500 if none."""
     for cls in type(exc).__mro__:
-        status = table.get(cls)  # type: ignore[call-overload]
+        status = table.get(cls)
         if status is not None:
             return status
     return 500

@@ -40,7 +40,7 @@ def _sync_file_range() -> Callable[..., int] | None:
     except (OSError, AttributeError):  # pragma: no cover - no such libc function
         return None
     func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def hint_writeback(fd: int) -> None:

@@ -9,7 +9,6 @@ the settings, this module supplies Blender's side. Only the main thread calls in
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import bpy
@@ -46,8 +45,7 @@ def fallbacks_of(scene: bpy.types.Scene) -> dict[str, Any]:
     scene renders into."""
     if not bpy.data.filepath:
         return {}
-    output = SimpleNamespace(output_path=scene.render.filepath)
-    return {OUTPUT_ROOT_KEY: output_directory(Path(bpy.data.filepath), output)}
+    return {OUTPUT_ROOT_KEY: output_directory(Path(bpy.data.filepath), scene.render.filepath)}
 
 
 def fill(context: bpy.types.Context, job_type: JobType) -> FilledSettings:

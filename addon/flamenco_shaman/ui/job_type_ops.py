@@ -105,7 +105,7 @@ class FLAMENCO_SHAMAN_OT_eval_setting(bpy.types.Operator):
         job_type = offer.job_type(context.scene.flamenco_shaman.job_type) if offer else None
         setting = job_type.setting(self.setting_key) if job_type else None
         group = job_type_props.group_of(context.scene, job_type) if job_type else None
-        if setting is None or group is None or not setting.eval:
+        if job_type is None or setting is None or group is None or not setting.eval:
             self.report({"ERROR"}, f"No automatic value for {self.setting_key!r}")
             return {"CANCELLED"}
         try:

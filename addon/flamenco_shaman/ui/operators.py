@@ -61,7 +61,8 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
         url, token = manager_of(context)
         settings = context.scene.flamenco_shaman
         root = Path(bpy.path.abspath(settings.project_root)) if settings.project_root else None
-        temp: Path | None = job.temp_copy_path(original)
+        copy_path = job.temp_copy_path(original)
+        temp: Path | None = copy_path  # None: the file on disk is sent as it is
         if not os.access(original.parent, os.W_OK):
             if bpy.data.is_dirty:
                 self.report(
@@ -78,10 +79,10 @@ class FLAMENCO_SHAMAN_OT_submit(bpy.types.Operator):
                 # and its unsaved-changes state stay as they were. Same directory, so
                 # relative (//) paths still resolve.
                 bpy.ops.wm.save_as_mainfile(
-                    filepath=str(temp), copy=True, relative_remap=True, check_existing=False
+                    filepath=str(copy_path), copy=True, relative_remap=True, check_existing=False
                 )
             except RuntimeError as ex:
-                temp.unlink(missing_ok=True)
+                copy_path.unlink(missing_ok=True)
                 self.report({"ERROR"}, f"Cannot save a temporary copy next to the blend: {ex}")
                 return None
         request = job.JobRequest(

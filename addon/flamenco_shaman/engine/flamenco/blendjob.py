@@ -80,7 +80,7 @@ def job_spec_for_blend(
         bpy=bpy,
         context=context,
         jobname=jobname,
-        fallbacks={OUTPUT_ROOT_KEY: output_directory(Path(blendfile), scene)},
+        fallbacks={OUTPUT_ROOT_KEY: output_directory(Path(blendfile), scene.output_path)},
     )
     return JobSpec(
         type=kind.name,

@@ -138,11 +138,12 @@ def blend_abspath(blendfile: Path, path: str) -> str:
     return path
 
 
-def output_directory(blendfile: Path, scene: SceneValues) -> str | None:
-    """The folder the scene renders into (the folder part of its output path), absolute."""
-    if not scene.output_path:
+def output_directory(blendfile: Path, output_path: str) -> str | None:
+    """The folder a scene with this render output path renders into (the folder part of
+    the path, `//` relative to the blend), absolute."""
+    if not output_path:
         return None
-    folder = os.path.dirname(blend_abspath(blendfile, scene.output_path))
+    folder = os.path.dirname(blend_abspath(blendfile, output_path))
     return os.path.normpath(os.path.abspath(folder)) if folder else None
 
 

@@ -20,18 +20,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import blobs, sha256, temps, wait_until
 from reliability_helpers import ManagerProcess
 from reliability_support import (
     abort,
     assert_serving,
-    blobs,
     connect,
     read_response,
     request_head,
     send_quietly,
-    sha256,
-    temps,
-    wait_until,
 )
 
 from manager_plugin.http.descriptors import default_max_connections

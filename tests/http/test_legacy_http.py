@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import sha256
 
 from manager_plugin.config import Config, load_config
 from manager_plugin.errors import ConfigError
@@ -22,13 +22,9 @@ TIMEOUT = 30
 LEGACY_LOGGER = "manager_plugin.http.legacy"
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def cdf(*files: tuple[bytes, str]) -> bytes:
     """A Checkout Definition File for (content, path) pairs, as BAT builds it."""
-    return b"\n".join(f"{sha(data)} {len(data)} {path}".encode() for data, path in files)
+    return b"\n".join(f"{sha256(data)} {len(data)} {path}".encode() for data, path in files)
 
 
 def post(url: str, body: bytes = b"", token: str | None = None, **headers: str):
@@ -38,7 +34,7 @@ def post(url: str, body: bytes = b"", token: str | None = None, **headers: str):
 
 
 def upload(base: str, data: bytes, **headers: str) -> requests.Response:
-    return post(f"{base}files/{sha(data)}/{len(data)}", data, **headers)
+    return post(f"{base}files/{sha256(data)}/{len(data)}", data, **headers)
 
 
 def stored_blobs(store: Path) -> list[Path]:
@@ -151,7 +147,7 @@ def test_requirements_accepts_crlf_trailing_newline_spaces_and_non_ascii_paths(m
 
 
 def test_requirements_rejects_a_malformed_line_with_400_naming_the_line(manager):
-    body = cdf((b"ok", "ok.txt")) + b"\n" + f"{sha(b'x')} twelve x.txt".encode()
+    body = cdf((b"ok", "ok.txt")) + b"\n" + f"{sha256(b'x')} twelve x.txt".encode()
     resp = post(f"{manager.url}checkout/requirements", body)
     assert resp.status_code == 400
     assert resp.headers["Content-Type"].startswith("text/plain")
@@ -189,7 +185,7 @@ def test_upload_stores_the_file_then_answers_208_already_there(manager):
 
 
 def test_upload_with_the_wrong_checksum_is_417_and_stores_nothing(manager):
-    resp = post(f"{manager.url}files/{sha(b'declared')}/8", b"received")
+    resp = post(f"{manager.url}files/{sha256(b'declared')}/8", b"received")
     assert resp.status_code == 417
     assert "SHA-256" in resp.text
     assert stored_blobs(manager.store) == []
@@ -197,7 +193,7 @@ def test_upload_with_the_wrong_checksum_is_417_and_stores_nothing(manager):
 
 
 def test_upload_with_the_wrong_size_is_417_and_stores_nothing(manager):
-    resp = post(f"{manager.url}files/{sha(b'abc')}/4", b"abc")
+    resp = post(f"{manager.url}files/{sha256(b'abc')}/4", b"abc")
     assert resp.status_code == 417
     assert stored_blobs(manager.store) == []
 
@@ -213,7 +209,7 @@ def test_empty_file_sent_chunked_is_stored(manager):
     def chunks():
         yield from ()
 
-    resp = requests.post(f"{manager.url}files/{sha(b'')}/0", data=chunks(), timeout=TIMEOUT)
+    resp = requests.post(f"{manager.url}files/{sha256(b'')}/0", data=chunks(), timeout=TIMEOUT)
     assert resp.status_code == 204
     [blob] = stored_blobs(manager.store)
     assert blob.stat().st_size == 0
@@ -226,7 +222,7 @@ class StalledUpload:
         host, port = url.removeprefix("http://").rstrip("/").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
         head = (
-            f"POST /files/{sha(data)}/{len(data)} HTTP/1.1\r\nHost: {host}\r\n"
+            f"POST /files/{sha256(data)}/{len(data)} HTTP/1.1\r\nHost: {host}\r\n"
             f"Content-Length: {len(data)}\r\n\r\n"
         )
         self.sock.sendall(head.encode() + data[: len(data) // 2])
@@ -377,7 +373,7 @@ def test_checkout_create_with_a_malformed_line_is_400_naming_the_line(manager):
 
 def test_file_uploaded_through_the_v3_api_is_stored_for_the_legacy_protocol(manager):
     data = b"via v3"
-    resp = post(manager.api(f"api/v3/shaman/files/{sha(data)}/{len(data)}"), data)
+    resp = post(manager.api(f"api/v3/shaman/files/{sha256(data)}/{len(data)}"), data)
     assert resp.status_code == 204
     assert post(f"{manager.url}checkout/requirements", cdf((data, "v3.txt"))).text == ""
 
@@ -385,7 +381,7 @@ def test_file_uploaded_through_the_v3_api_is_stored_for_the_legacy_protocol(mana
 def test_file_uploaded_through_the_legacy_protocol_is_stored_for_the_v3_api(manager):
     data = b"via legacy"
     assert upload(manager.url, data).status_code == 204
-    resp = requests.get(manager.api(f"api/v3/shaman/files/{sha(data)}/{len(data)}"), timeout=10)
+    resp = requests.get(manager.api(f"api/v3/shaman/files/{sha256(data)}/{len(data)}"), timeout=10)
     assert resp.json() == {"status": "stored"}
 
 

@@ -9,51 +9,27 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+from helpers import blobs, ident, temps, wait_until
+from reliability_support import read_response
 
 API = "api/v3/"
 
 
-def ident(data: bytes) -> tuple[str, int]:
-    return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def files_in(directory: Path) -> list[Path]:
-    # os.walk shrugs off directories the server removes while we look.
-    return [Path(d, name) for d, _dirs, names in os.walk(directory) for name in names]
-
-
-def blobs(manager) -> list[Path]:
-    return files_in(manager.store / "stored")
-
-
-def temps(manager) -> list[Path]:
-    return files_in(manager.store / "uploading")
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def open_partial_upload(manager, data: bytes, sent: int) -> socket.socket:
-    """A raw connection that has sent the headers and `sent` bytes of the body."""
+    """A raw connection that has sent the headers and `sent` bytes of the body; the
+    server closes it after answering (so an answer without a body can be read whole)."""
     sha, size = ident(data)
     host, port = manager.url.split("//")[1].rstrip("/").split(":")
-    sock = socket.create_connection((host, int(port)))
+    sock = socket.create_connection((host, int(port)), timeout=60)
     sock.sendall(
         f"POST /{API}shaman/files/{sha}/{size} HTTP/1.1\r\nHost: test\r\n"
-        f"Content-Length: {size}\r\n\r\n".encode()
+        f"Connection: close\r\nContent-Length: {size}\r\n\r\n".encode()
         + data[:sent]
     )
     return sock
@@ -82,8 +58,8 @@ def test_concurrent_uploads_of_one_file_store_exactly_one_blob(manager):
         t.join()
     assert sorted(codes).count(204) == 1
     assert set(codes) <= {204, 208}
-    assert [p.name for p in blobs(manager)] == [f"{size}.blob"]
-    assert temps(manager) == []
+    assert [p.name for p in blobs(manager.store)] == [f"{size}.blob"]
+    assert temps(manager.store) == []
     assert manager.service.store.blobs_written == 1
     assert manager.service.store.bytes_written == size
 
@@ -92,7 +68,7 @@ def test_second_uploader_stops_early_with_208_when_the_first_completes(manager):
     data = os.urandom(4 * 1024 * 1024)
     sha, size = ident(data)
     first = open_partial_upload(manager, data, 1024)
-    assert wait_for(lambda: status_of(manager, data) == "uploading")
+    assert wait_until(lambda: status_of(manager, data) == "uploading")
     second = open_partial_upload(manager, data, 3 * 1024 * 1024)
     try:
         first.sendall(data[1024:])
@@ -103,39 +79,38 @@ def test_second_uploader_stops_early_with_208_when_the_first_completes(manager):
     finally:
         first.close()
         second.close()
-    assert wait_for(lambda: temps(manager) == [])
-    assert len(blobs(manager)) == 1
+    assert wait_until(lambda: temps(manager.store) == [])
+    assert len(blobs(manager.store)) == 1
 
 
 def test_second_uploader_completes_itself_when_the_first_dies(manager):
     data = os.urandom(1024 * 1024)
-    sha, size = ident(data)
     first = open_partial_upload(manager, data, 1000)
-    assert wait_for(lambda: status_of(manager, data) == "uploading")
-    result: list[int] = []
-    t = threading.Thread(
-        target=lambda: result.append(
-            requests.post(f"{manager.url}{API}shaman/files/{sha}/{size}", data=data).status_code
-        )
-    )
-    t.start()
-    time.sleep(0.2)
-    first.close()
-    t.join(30)
-    assert result == [204]
+    second = open_partial_upload(manager, data, 2000)
+    try:
+        # Both uploads are under way, each into its own temp; then the first one dies.
+        assert wait_until(lambda: len(temps(manager.store)) == 2)
+        first.close()
+        assert wait_until(lambda: len(temps(manager.store)) == 1)
+        second.sendall(data[2000:])
+        answer = read_response(second)
+    finally:
+        second.close()
+    assert answer is not None and answer[0] == 204
     assert status_of(manager, data) == "stored"
-    assert wait_for(lambda: temps(manager) == [])
+    assert wait_until(lambda: temps(manager.store) == [])
+    assert len(blobs(manager.store)) == 1
 
 
 def test_client_disconnect_mid_upload_leaves_no_temp_and_no_blob(manager):
     data = os.urandom(2 * 1024 * 1024)
     sock = open_partial_upload(manager, data, 1024 * 1024)
-    assert wait_for(lambda: len(temps(manager)) == 1)
+    assert wait_until(lambda: len(temps(manager.store)) == 1)
     sock.close()
-    assert wait_for(lambda: temps(manager) == [])
+    assert wait_until(lambda: temps(manager.store) == [])
     # The upload unregisters itself just after removing its temp file.
-    assert wait_for(lambda: status_of(manager, data) == "unknown")
-    assert blobs(manager) == []
+    assert wait_until(lambda: status_of(manager, data) == "unknown")
+    assert blobs(manager.store) == []
 
 
 def test_stalled_body_is_answered_408_and_discarded(manager_factory):
@@ -149,8 +124,8 @@ def test_stalled_body_is_answered_408_and_discarded(manager_factory):
         sock.close()
     assert answer.startswith(b"HTTP/1.1 408")
     assert b'"code": 408' in answer
-    assert wait_for(lambda: temps(manager) == [])
-    assert blobs(manager) == []
+    assert wait_until(lambda: temps(manager.store) == [])
+    assert blobs(manager.store) == []
 
 
 def test_overlong_body_is_417_and_nothing_is_kept(manager):
@@ -158,7 +133,7 @@ def test_overlong_body_is_417_and_nothing_is_kept(manager):
     sha, size = ident(data)
     resp = requests.post(f"{manager.url}{API}shaman/files/{sha}/{size}", data=data + b"extra")
     assert resp.status_code == 417
-    assert blobs(manager) == [] and temps(manager) == []
+    assert blobs(manager.store) == [] and temps(manager.store) == []
 
 
 def test_chunked_upload_without_content_length_works(manager):
@@ -171,7 +146,7 @@ def test_chunked_upload_without_content_length_works(manager):
 
     resp = requests.post(f"{manager.url}{API}shaman/files/{sha}/{size}", data=chunks())
     assert resp.status_code == 204
-    blob = blobs(manager)[0]
+    blob = blobs(manager.store)[0]
     assert blob.read_bytes() == data
     assert blob.stat().st_mode & 0o777 == 0o444
 

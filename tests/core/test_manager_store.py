@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from helpers import ident
 
 import manager_plugin.store.batch as batch_module
 from manager_plugin.config import Config
@@ -35,10 +35,6 @@ def reader(data: bytes, chunk: int = 65536) -> Callable[[int], Awaitable[bytes]]
         return piece
 
     return read
-
-
-def ident(data: bytes) -> tuple[str, int]:
-    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 @pytest.fixture

@@ -27,9 +27,10 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from helpers import sha256, temps, wait_until
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from reliability_support import host_port, sha256, temps, upload, wait_until
+from reliability_support import host_port, upload
 
 from manager_plugin import paths
 

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from reliability_support import json_error, sha256
+from helpers import sha256
+from reliability_support import json_error
 
 TOKEN = "s3cret-Tok3n-for-the-farm"
 DATA = b"guarded by a token\n"

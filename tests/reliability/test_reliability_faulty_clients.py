@@ -17,21 +17,17 @@ import time
 
 import pytest
 import requests
+from helpers import blob_path, blobs, sha256, temps, wait_until
 from reliability_support import (
     abort,
     assert_serving,
-    blob_path,
-    blobs,
     connect,
     file_url,
     json_error,
     read_response,
     request_head,
     send_quietly,
-    sha256,
-    temps,
     upload,
-    wait_until,
 )
 
 SIZE = 256 * 1024

@@ -134,6 +134,7 @@ def test_cancel_mid_upload_stops_quickly_and_checks_nothing_out(
     assert list(scratch.iterdir()) == []
 
 
+@pytest.mark.slow  # writes, hashes and uploads 2 GiB (about 30 s); CI runs every marker
 def test_client_memory_stays_flat_while_a_multi_gb_file_streams(
     manager, big_project, drop_storage, tmp_path
 ):

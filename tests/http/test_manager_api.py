@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
 import requests
+from helpers import ident
 
 API = "api/v3/"
-
-
-def ident(data: bytes) -> tuple[str, int]:
-    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def entry(data: bytes, path: str) -> dict[str, object]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from reliability_support import blob_path, temps, upload, wait_until
+from helpers import blob_path, temps, wait_until
+from reliability_support import upload
 
 import manager_plugin.http.bodies as bodies_module
 import manager_plugin.store.splice as splice_module

@@ -93,7 +93,7 @@ def only_checkout(jobs: Path, checkout_id: str) -> Path:
     return found
 
 
-def files_under(root: Path) -> dict[str, Path]:
+def files_by_path(root: Path) -> dict[str, Path]:
     """Every file below `root` by its relative POSIX path, following symlinks."""
     return {
         p.relative_to(root).as_posix(): p
@@ -269,7 +269,7 @@ def test_bat_pack_of_generated_project_checks_out_every_file_byte_identical(
     checkout = only_checkout(manager.jobs / "generated" / "shot 01", "ñ-job")
     assert_checkout_matches(checkout, generated_project.files)
     expected = set(generated_project.files) | {"pack-info.txt"}
-    assert set(files_under(checkout)) == expected
+    assert set(files_by_path(checkout)) == expected
 
 
 @pytest.mark.blender
@@ -366,7 +366,7 @@ def test_same_checkout_id_twice_gets_a_second_directory(manager, shared_blends, 
 def upload_with_v3_api(url: str, root: Path, token: str | None = None) -> None:
     """Upload every file of a project through the Flamenco 3 JSON API, as plain HTTP."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    for path in files_under(root).values():
+    for path in files_by_path(root).values():
         with path.open("rb") as body:
             resp = requests.post(
                 f"{url}api/v3/shaman/files/{sha256_of(path)}/{path.stat().st_size}",

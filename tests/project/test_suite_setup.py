@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Runs pytest in this process with a non-root euid, as a developer's account would.
 AS_NON_ROOT = """
@@ -39,7 +39,7 @@ def test_root_tests_are_deselected_with_the_reason_when_not_root(tmp_path):
             sys.executable,
             "-c",
             AS_NON_ROOT,
-            "tests/test_reliability_full_disk.py",
+            "tests/reliability/test_reliability_full_disk.py",
             "-p",
             "no:cacheprovider",
             f"--basetemp={tmp_path / 'base'}",

@@ -19,7 +19,7 @@ from manager_plugin.models import FileSpec
 from manager_plugin.service import ShamanService
 from manager_plugin.store import Received
 
-HTTP_DIR = Path(__file__).resolve().parents[1] / "manager_plugin" / "http"
+HTTP_DIR = Path(__file__).resolve().parents[2] / "manager_plugin" / "http"
 
 
 @pytest.fixture

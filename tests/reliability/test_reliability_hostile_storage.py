@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import requests
-from reliability_support import blob_path, sha256, upload
+from helpers import blob_path, sha256
+from reliability_support import upload
 
 from manager_plugin import paths
 from manager_plugin.checkout import TEMP_PREFIX

@@ -14,23 +14,8 @@ import time
 
 import pytest
 import requests
-from reliability_support import (
-    blob_path,
-    connect,
-    host_port,
-    read_response,
-    temps,
-    upload,
-    wait_until,
-)
-from test_manager_uploads import (  # noqa: F401 - collected again, with splicing on
-    test_client_disconnect_mid_upload_leaves_no_temp_and_no_blob,
-    test_concurrent_uploads_of_one_file_store_exactly_one_blob,
-    test_second_uploader_completes_itself_when_the_first_dies,
-    test_second_uploader_stops_early_with_208_when_the_first_completes,
-    test_stalled_body_is_answered_408_and_discarded,
-)
-from test_reliability_faulty_clients import (  # noqa: F401 - collected again, with splicing on
+from helpers import blob_path, temps, wait_until
+from reliability.test_reliability_faulty_clients import (  # noqa: F401 - collected again
     test_body_smaller_than_declared_size_gets_417,
     test_content_length_larger_than_body_is_not_stored,
     test_disconnect_mid_body_leaves_nothing,
@@ -40,9 +25,17 @@ from test_reliability_faulty_clients import (  # noqa: F401 - collected again, w
     test_wrong_checksum_gets_417,
     upload_head,
 )
-from test_reliability_full_disk import (  # noqa: F401 - collected again, with splicing on
+from reliability.test_reliability_full_disk import (  # noqa: F401 - collected again
     small_disk,
     test_upload_that_does_not_fit_gets_507_and_leaves_no_temp,
+)
+from reliability_support import connect, host_port, read_response, upload
+from test_manager_uploads import (  # noqa: F401 - collected again, with splicing on
+    test_client_disconnect_mid_upload_leaves_no_temp_and_no_blob,
+    test_concurrent_uploads_of_one_file_store_exactly_one_blob,
+    test_second_uploader_completes_itself_when_the_first_dies,
+    test_second_uploader_stops_early_with_208_when_the_first_completes,
+    test_stalled_body_is_answered_408_and_discarded,
 )
 
 import manager_plugin.http.bodies as bodies_module
@@ -135,7 +128,6 @@ def test_second_uploader_is_answered_208_when_the_first_completes_mid_body(manag
     """The second client keeps sending after the first one's blob is stored: it gets
     its 208 (its body read and dropped), not a connection reset."""
     data = os.urandom(6 * MiB)
-    sha = hashlib.sha256(data).hexdigest()
     first = connect(manager.url)
     second = connect(manager.url)
     answers: list[tuple[int, dict[str, str], bytes] | None] = []
@@ -164,7 +156,10 @@ def test_second_uploader_is_answered_208_when_the_first_completes_mid_body(manag
     assert wait_until(lambda: not temps(manager.store))
     assert blob_path(manager.store, data).read_bytes() == data
     assert manager.service.store.blobs_written == 1
-    assert sha
+    # The stored blob is the one the server now names for those bytes: a third upload of
+    # them is told at once that it has them, and writes nothing.
+    assert upload(manager.url, data).status_code == 208
+    assert manager.service.store.blobs_written == 1
 
 
 def test_server_shutdown_mid_body_stops_the_splicing(tmp_path, splice_everything):

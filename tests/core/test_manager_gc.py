@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from helpers import put_blob
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.gc import GarbageCollector
@@ -18,18 +19,6 @@ from manager_plugin.models import FileSpec
 from manager_plugin.store import FileStore
 
 OLD = time.time() - 40 * 24 * 3600  # older than Flamenco's default maxAge of 31 days
-
-
-def put_blob(store: FileStore, data: bytes, mtime: float | None = OLD) -> FileSpec:
-    """Store `data` as a verified blob would be, with a chosen mtime."""
-    sha = hashlib.sha256(data).hexdigest()
-    path = store.blob_path(sha, len(data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o444)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return FileSpec(sha, len(data), "")
 
 
 def collector(storage: Path, **kwargs: object) -> tuple[FileStore, GarbageCollector]:
@@ -43,8 +32,8 @@ def collector(storage: Path, **kwargs: object) -> tuple[FileStore, GarbageCollec
 
 def test_unlinked_old_blob_is_deleted_and_linked_one_kept(tmp_path):
     store, gc = collector(tmp_path)
-    kept = put_blob(store, b"linked")
-    gone = put_blob(store, b"unlinked")
+    kept = put_blob(store, b"linked", mtime=OLD)
+    gone = put_blob(store, b"unlinked", mtime=OLD)
     link = tmp_path / "jobs/job/scene.blend"
     link.parent.mkdir(parents=True)
     link.symlink_to(store.blob_path(kept.sha, kept.size))
@@ -68,7 +57,7 @@ def test_young_unlinked_blob_is_kept(tmp_path):
 
 def test_dry_run_reports_but_deletes_nothing(tmp_path):
     store, gc = collector(tmp_path)
-    gone = put_blob(store, b"unlinked")
+    gone = put_blob(store, b"unlinked", mtime=OLD)
     stats = gc.sweep(dry_run=True)
     assert stats.deleted == [str(store.blob_path(gone.sha, gone.size))]
     assert store.blob_path(gone.sha, gone.size).exists()
@@ -78,7 +67,7 @@ def test_relative_absolute_and_extra_path_links_all_count(tmp_path):
     extra = tmp_path / "elsewhere"
     extra.mkdir()
     store, gc = collector(tmp_path / "storage", extra_checkout_paths=[extra])
-    rel, absolute, in_extra = (put_blob(store, d) for d in (b"rel", b"abs", b"extra"))
+    rel, absolute, in_extra = (put_blob(store, d, mtime=OLD) for d in (b"rel", b"abs", b"extra"))
     jobs = tmp_path / "storage/jobs/job"
     jobs.mkdir(parents=True)
     rel_target = os.path.relpath(store.blob_path(rel.sha, rel.size), jobs)
@@ -90,7 +79,7 @@ def test_relative_absolute_and_extra_path_links_all_count(tmp_path):
 
 def test_links_through_another_mount_path_count_by_inode(tmp_path):
     store, gc = collector(tmp_path / "storage")
-    blob = put_blob(store, b"mounted elsewhere")
+    blob = put_blob(store, b"mounted elsewhere", mtime=OLD)
     alias = tmp_path / "alias-of-storage"
     alias.symlink_to(tmp_path / "storage")  # like a worker mounting the storage elsewhere
     job = tmp_path / "storage/jobs/job"
@@ -103,14 +92,14 @@ def test_dangling_links_are_skipped(tmp_path):
     store, gc = collector(tmp_path)
     (tmp_path / "jobs/job").mkdir(parents=True)
     (tmp_path / "jobs/job/dangling").symlink_to(tmp_path / "nowhere")
-    put_blob(store, b"x")
+    put_blob(store, b"x", mtime=OLD)
     stats = gc.sweep()
     assert stats.links_seen == 1 and stats.files_deleted == 1
 
 
 def test_blob_touched_after_the_sweep_started_survives(tmp_path, monkeypatch):
     store, gc = collector(tmp_path, max_age=timedelta(0))
-    blob = put_blob(store, b"touched late")
+    blob = put_blob(store, b"touched late", mtime=OLD)
     original = gc._find_candidates
 
     def touch_after_walk(*args: object):
@@ -125,7 +114,7 @@ def test_blob_touched_after_the_sweep_started_survives(tmp_path, monkeypatch):
 
 def test_checkout_during_a_sweep_never_gets_a_dangling_link(tmp_path, monkeypatch):
     store, gc = collector(tmp_path, max_age=timedelta(0))
-    blob = put_blob(store, b"wanted by a new checkout")
+    blob = put_blob(store, b"wanted by a new checkout", mtime=OLD)
     builder = CheckoutBuilder(store, tmp_path / "jobs", gc.lock)
     original = gc._find_candidates
 
@@ -141,7 +130,7 @@ def test_checkout_during_a_sweep_never_gets_a_dangling_link(tmp_path, monkeypatc
 
 def test_stale_temps_and_empty_dirs_are_removed(tmp_path):
     store, gc = collector(tmp_path)
-    put_blob(store, b"old and unlinked")
+    put_blob(store, b"old and unlinked", mtime=OLD)
     stale_dir = store.uploading_dir / "ab" / ("c" * 62)
     stale_dir.mkdir(parents=True)
     stale = stale_dir / "5-dead.tmp"
@@ -191,7 +180,7 @@ def test_sweep_logs_one_line_of_stats(tmp_path, caplog):
 def test_server_runs_gc_periodically(manager_factory):
     manager = manager_factory(gc_period=0.2, gc_max_age=0)
     store = manager.service.store
-    blob = put_blob(store, b"collect me")
+    blob = put_blob(store, b"collect me", mtime=OLD)
     deadline = time.monotonic() + 10
     while store.blob_path(blob.sha, blob.size).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -209,8 +198,8 @@ def run_gc(storage: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_gc_command_dry_run_names_only_the_unlinked_old_blob_then_deletes_it(tmp_path):
     store, _gc = collector(tmp_path)
-    linked = put_blob(store, b"linked and old")
-    unlinked = put_blob(store, b"unlinked and old")
+    linked = put_blob(store, b"linked and old", mtime=OLD)
+    unlinked = put_blob(store, b"unlinked and old", mtime=OLD)
     (tmp_path / "jobs/job").mkdir(parents=True)
     (tmp_path / "jobs/job/f").symlink_to(store.blob_path(linked.sha, linked.size))
     unlinked_path = str(store.blob_path(unlinked.sha, unlinked.size))
@@ -248,7 +237,9 @@ def test_links_resolved_in_text_still_reach_blobs_behind_symlinked_store_dirs(tm
     disagree (a symlinked dir or a symlink named like a blob inside stored/, or `..`
     after a name), the link is followed, and the blob it really reaches is kept."""
     store, gc = collector(tmp_path / "storage")
-    behind_dir, behind_name, plain = (put_blob(store, d) for d in (b"dir", b"name", b"dots"))
+    behind_dir, behind_name, plain = (
+        put_blob(store, d, mtime=OLD) for d in (b"dir", b"name", b"dots")
+    )
     stored = store.stored_dir
     # stored/zz is a symlink to the real two-letter dir of `behind_dir`.
     alias_top = stored / "zz"
@@ -278,7 +269,7 @@ def test_relative_links_count_when_the_storage_path_goes_through_a_symlink(tmp_p
     real.mkdir()
     (tmp_path / "storage").symlink_to(real)
     store, gc = collector(tmp_path / "storage")
-    kept, gone = put_blob(store, b"kept"), put_blob(store, b"gone")
+    kept, gone = put_blob(store, b"kept", mtime=OLD), put_blob(store, b"gone", mtime=OLD)
     job = tmp_path / "storage/jobs/job"
     job.mkdir(parents=True)
     (job / "f").symlink_to(f"../../file-store/stored/{_blob_dir_rel(kept)}/{kept.size}.blob")
@@ -292,7 +283,7 @@ def test_relative_links_count_when_the_storage_path_goes_through_a_symlink(tmp_p
 
 def test_a_link_climbing_above_the_filesystem_root_is_followed(tmp_path):
     store, gc = collector(tmp_path)
-    blob = put_blob(store, b"far up")
+    blob = put_blob(store, b"far up", mtime=OLD)
     job = tmp_path / "jobs/job"
     job.mkdir(parents=True)
     ups = "../" * (len(job.parts) + 3)  # more than the depth: the kernel stops at /

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from flamenco_shaman import bat_import
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYTHON_313 = Path.home() / ".pyenv/versions/3.13.0/bin/python3.13"
 
 

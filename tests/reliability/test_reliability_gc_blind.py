@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import put_blob
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.gc import GarbageCollector
@@ -32,15 +32,6 @@ from manager_plugin.models import FileSpec
 from manager_plugin.store import FileStore
 
 OLD = time.time() - 40 * 24 * 3600
-
-
-def put_blob(store: FileStore, data: bytes) -> FileSpec:
-    sha = hashlib.sha256(data).hexdigest()
-    path = store.blob_path(sha, len(data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o444)
-    return FileSpec(sha, len(data), "")
 
 
 def age_all(store: FileStore) -> None:

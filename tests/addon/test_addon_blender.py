@@ -25,7 +25,7 @@ from flamenco_standin import FlamencoStandin
 
 pytestmark = pytest.mark.blender
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXTENSION = "bl_ext.user_default.flamenco_shaman"
 
 

@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import blob_path, files_under, ident, temps
 
 from manager_plugin.store.batch_receive import MAX_RECORD_SIZE, MAX_RECORDS
 
 BATCH = "api/v3/shaman/batch-upload"
 CONTENT_TYPE = {"Content-Type": "application/x-shaman-batch"}
-
-
-def ident(data: bytes) -> tuple[str, int]:
-    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def record(data: bytes, sha: str | None = None, size: int | None = None) -> bytes:
@@ -31,19 +28,6 @@ def record(data: bytes, sha: str | None = None, size: int | None = None) -> byte
 def post(manager, body: bytes, **kw: object) -> requests.Response:
     headers = {**CONTENT_TYPE, **kw.pop("headers", {})}  # type: ignore[dict-item]
     return requests.post(manager.api(BATCH), data=body, headers=headers, timeout=30, **kw)
-
-
-def files_in(directory: Path) -> list[Path]:
-    return [Path(d, name) for d, _dirs, names in os.walk(directory) for name in names]
-
-
-def temps(manager) -> list[Path]:
-    return files_in(manager.store / "uploading")
-
-
-def blob(manager, data: bytes) -> Path:
-    sha, size = ident(data)
-    return manager.store / "stored" / sha[:2] / sha[2:] / f"{size}.blob"
 
 
 def small_files(count: int, tag: str = "") -> list[bytes]:
@@ -64,10 +48,10 @@ def test_batch_stores_every_record_and_answers_in_order(manager):
     assert [(a["sha"], a["size"]) for a in answer] == [ident(d) for d in files]
     assert {a["status"] for a in answer} == {"stored"}
     for data in files:
-        assert blob(manager, data).read_bytes() == data
-        assert not os.access(blob(manager, data), os.W_OK) or os.geteuid() == 0
-        assert blob(manager, data).stat().st_mode & 0o777 == 0o444
-    assert temps(manager) == []
+        assert blob_path(manager.store, data).read_bytes() == data
+        assert not os.access(blob_path(manager.store, data), os.W_OK) or os.geteuid() == 0
+        assert blob_path(manager.store, data).stat().st_mode & 0o777 == 0o444
+    assert temps(manager.store) == []
 
 
 def test_empty_batch_is_zero_records(manager):
@@ -97,10 +81,10 @@ def test_wrong_checksum_record_is_rejected_and_the_others_stored(manager):
     answer = resp.json()["files"]
     assert [a["status"] for a in answer] == ["stored", "rejected", "stored"]
     assert "SHA-256" in answer[1]["message"]
-    assert blob(manager, good1).exists() and blob(manager, good2).exists()
+    assert blob_path(manager.store, good1).exists() and blob_path(manager.store, good2).exists()
     assert not (manager.store / "stored" / wrong[:2] / wrong[2:]).exists()
     assert manager.service.store.blobs_written == 2
-    assert temps(manager) == []
+    assert temps(manager.store) == []
 
 
 def assert_malformed(resp: requests.Response, *words: str) -> None:
@@ -117,8 +101,8 @@ def test_oversized_record_is_400_naming_it_and_earlier_records_stay(manager):
     body = record(first) + f"{'a' * 64} {big}\n".encode() + b"x" * 1000
     resp = post(manager, body)
     assert_malformed(resp, "record 1", str(MAX_RECORD_SIZE))
-    assert blob(manager, first).read_bytes() == first
-    assert temps(manager) == []
+    assert blob_path(manager.store, first).read_bytes() == first
+    assert temps(manager.store) == []
 
 
 def test_truncated_record_is_400_and_leaves_no_temp(manager):
@@ -126,9 +110,9 @@ def test_truncated_record_is_400_and_leaves_no_temp(manager):
     body = record(first) + record(second)[:-5]
     resp = post(manager, body)
     assert_malformed(resp, "record 1", "ends after")
-    assert blob(manager, first).exists()
-    assert not blob(manager, second).exists()
-    assert temps(manager) == []
+    assert blob_path(manager.store, first).exists()
+    assert not blob_path(manager.store, second).exists()
+    assert temps(manager.store) == []
 
 
 @pytest.mark.parametrize(
@@ -140,8 +124,8 @@ def test_malformed_header_is_400_naming_the_record(manager, header: bytes):
     first = b"fine"
     resp = post(manager, record(first) + header + b"12345")
     assert_malformed(resp, "record 1")
-    assert blob(manager, first).exists()
-    assert temps(manager) == []
+    assert blob_path(manager.store, first).exists()
+    assert temps(manager.store) == []
 
 
 def test_overlong_header_line_is_400(manager):
@@ -153,8 +137,8 @@ def test_too_many_records_is_400(manager):
     body = record(b"") * (MAX_RECORDS + 1)
     resp = post(manager, body)
     assert_malformed(resp, f"record {MAX_RECORDS}", str(MAX_RECORDS))
-    assert blob(manager, b"").exists()
-    assert temps(manager) == []
+    assert blob_path(manager.store, b"").exists()
+    assert temps(manager.store) == []
 
 
 def test_stalled_batch_gets_408_and_leaves_no_temp(manager_factory):
@@ -167,8 +151,8 @@ def test_stalled_batch_gets_408_and_leaves_no_temp(manager_factory):
         sock.settimeout(10)
         answer = sock.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408")
-    assert blob(manager, b"sent in full").exists()
-    assert temps(manager) == []
+    assert blob_path(manager.store, b"sent in full").exists()
+    assert temps(manager.store) == []
 
 
 def test_disabled_shaman_answers_503(manager_factory):
@@ -209,8 +193,8 @@ def test_overlapping_concurrent_batches_write_each_blob_once(manager):
     assert len(stored) == distinct
     assert len({(a["sha"], a["size"]) for a in stored}) == distinct
     assert manager.service.store.blobs_written == distinct
-    assert len(files_in(manager.store / "stored")) == distinct
-    assert temps(manager) == []
+    assert len(files_under(manager.store / "stored")) == distinct
+    assert temps(manager.store) == []
 
 
 def test_access_log_line_counts_the_records(manager, caplog):
@@ -244,10 +228,10 @@ def test_batch_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manager
     resp = post(manager, body)
     assert resp.status_code == 507, resp.text
     assert "full" in resp.json()["message"]
-    assert temps(manager) == []
-    assert not any(blob(manager, d).exists() for d in files)
+    assert temps(manager.store) == []
+    assert not any(blob_path(manager.store, d).exists() for d in files)
 
     filler.unlink()
     resp = post(manager, body)
     assert [a["status"] for a in resp.json()["files"]] == ["stored"] * 4
-    assert all(blob(manager, d).read_bytes() == d for d in files)
+    assert all(blob_path(manager.store, d).read_bytes() == d for d in files)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BLENDS = ("basic_file.blend", "basic_file_compressed.blend", "basic_file_zstandard.blend")
 # What `pip install .` needs from the source tree; no tests, no test extras.
 SOURCES = ("pyproject.toml", "README.md", "manager_plugin", "addon")

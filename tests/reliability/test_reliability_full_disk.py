@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from reliability_support import blob_path, json_error, sha256, temps, upload, wait_until
+from helpers import blob_path, sha256, temps, wait_until
+from reliability_support import json_error, upload
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.root

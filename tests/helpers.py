@@ -1,0 +1,76 @@
+"""Small helpers every part of the suite uses: naming content as the store does, looking at
+what a store holds on disk, planting a blob, and waiting for something the server does
+asynchronously. Written once here, imported by name (`from helpers import ident`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from manager_plugin.models import FileSpec
+from manager_plugin.store import FileStore
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ident(data: bytes) -> tuple[str, int]:
+    """(checksum, size): how the store names `data`."""
+    return sha256(data), len(data)
+
+
+def blob_path(store: Path, data: bytes) -> Path:
+    """Where the file store under `store` (a `file-store` directory) keeps `data`."""
+    sha = sha256(data)
+    return store / "stored" / sha[:2] / sha[2:] / f"{len(data)}.blob"
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every non-directory entry below root (symlinks included, not followed), sorted.
+
+    os.walk shrugs off directories the server removes while we look.
+    """
+    if not root.exists():
+        return []
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        out.extend(Path(dirpath, n) for n in filenames)
+        out.extend(Path(dirpath, n) for n in dirnames if Path(dirpath, n).is_symlink())
+    return sorted(out)
+
+
+def temps(store: Path) -> list[Path]:
+    """Upload temps of the file store under `store`."""
+    return files_under(store / "uploading")
+
+
+def blobs(store: Path) -> list[Path]:
+    """Blobs of the file store under `store`."""
+    return files_under(store / "stored")
+
+
+def put_blob(store: FileStore, data: bytes, mtime: float | None = None) -> FileSpec:
+    """Place `data` as a verified blob would be (read-only), optionally with an mtime."""
+    sha = sha256(data)
+    path = store.blob_path(sha, len(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o444)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return FileSpec(sha, len(data), "")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll `cond` until true or `timeout` passes; the server cleans up asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

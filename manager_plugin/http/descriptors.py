@@ -85,3 +85,14 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+def listen_backlog() -> int:
+    """The accept queue the kernel allows (as Go listens): a crowd of connections
+    arriving at once must not overflow a short queue, where the kernel drops the next
+    client's SYN and that client waits a full second to retry."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
+            return max(128, int(f.read().strip()))
+    except (OSError, ValueError):
+        return 1024

@@ -15,7 +15,13 @@ from ..config import Config, parse_listen
 from ..service import ShamanService
 from .app import create_app
 from .connections import ConnectionGuard, GuardedRunner, GuardedServer
-from .descriptors import default_max_connections, fd_limit, quiet_accept_errors, raise_fd_limit
+from .descriptors import (
+    default_max_connections,
+    fd_limit,
+    listen_backlog,
+    quiet_accept_errors,
+    raise_fd_limit,
+)
 from .headerfold import UnfoldingServer
 from .logtext import EscapingFilter
 from .throttledlog import ThrottledLog
@@ -60,7 +66,7 @@ async def start_site(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=listen_backlog())
     try:
         await site.start()
     except BaseException:

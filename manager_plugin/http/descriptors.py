@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from asyncio import constants as asyncio_constants
 from typing import Any
 
 from .throttledlog import ThrottledLog
@@ -65,6 +66,9 @@ def default_max_connections(limit: int | None) -> int:
     return max(MIN_CONNECTIONS, min(MAX_AUTO_CONNECTIONS, fit))
 
 
+ACCEPT_RETRY_DELAY = 0.05  # seconds before accepting again after running out
+
+
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog) -> None:
     """Report accept() failing for lack of resources through `throttled`, without a
     traceback; everything else goes to the loop's handler as before."""
@@ -85,6 +89,12 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+    # asyncio stops accepting for ACCEPT_RETRY_DELAY (1 s) after such a failure: a burst
+    # of connections that briefly used up the descriptors then made the next legitimate
+    # client wait a full second although the crowd was closed long before. Go retries
+    # after 5 ms, doubling; a short fixed pause does the same job here (the module
+    # constant is read at each failure; this process serves nothing else).
+    asyncio_constants.ACCEPT_RETRY_DELAY = ACCEPT_RETRY_DELAY  # type: ignore[misc,assignment]
 
 
 def listen_backlog() -> int:

@@ -260,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The format above names no source line, thread or process: skip collecting them for
+    # every record (a stack walk per access-log line; the logging docs' optimisations).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from . import system
-from .layout import Layout
+from .layout import Layout, make_leaf_dir
 from .temps import discard
 
 
@@ -41,6 +41,10 @@ def link_verified(layout: Layout, temp: str, final: str, size: int) -> bool:
     through our makedirs) is made and the link retried.
     """
     parent = os.path.dirname(final)
+    # A new blob's directory is usually missing: make it first rather than fail a link
+    # and a stat or two first (an existing one costs one failing mkdir).
+    with contextlib.suppress(FileNotFoundError):
+        make_leaf_dir(parent, parent_first=False)
     for attempt in range(5):
         try:
             system.link_into_place(temp, final)
@@ -52,7 +56,7 @@ def link_verified(layout: Layout, temp: str, final: str, size: int) -> bool:
             if attempt == 4:
                 raise
             with contextlib.suppress(FileNotFoundError):
-                os.makedirs(parent, exist_ok=True)
+                make_leaf_dir(parent, parent_first=False)
     raise AssertionError("unreachable")
 
 

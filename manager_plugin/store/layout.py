@@ -40,6 +40,26 @@ def parse_blob_path(rel_dir: tuple[str, ...], name: str) -> tuple[str, int] | No
     return head + tail, int(match.group(1))
 
 
+def make_leaf_dir(directory: str, *, parent_first: bool) -> None:
+    """Make `directory` ({sha[:2]}/{sha[2:]} under stored/ or uploading/) and its parent,
+    with as few (failing) syscalls as the usual case allows: `parent_first` when the
+    parent is usually missing too (uploading/, pruned after each upload), else the leaf
+    first (stored/, whose 256 parents stay). Existing directories are fine; anything
+    missing higher up is made by makedirs. Raises OSError (e.g. ENOSPC)."""
+    parent = os.path.dirname(directory)
+    if parent_first:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent)
+    try:
+        os.mkdir(directory)
+        return
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        pass
+    os.makedirs(directory, exist_ok=True)
+
+
 class Layout:
     """Paths of one file store, and the checks every "is it stored?" goes through."""
 

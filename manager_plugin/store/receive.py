@@ -13,13 +13,18 @@ import asyncio
 import concurrent.futures
 import enum
 import hashlib
+import os
 
-from ..errors import ChecksumMismatch, MustDefer, SizeMismatch, StorageFull
+from ..errors import BodyTimeout, ChecksumMismatch, MustDefer, SizeMismatch, StorageFull
 from .commit import Ledger, commit_temp
 from .layout import Layout
 from .sinks import BodySink, ChunkSink, Reader, SpliceSink, Superseded, Upload
 from .splice import SocketSource
 from .temps import discard, is_disk_full, live_temp_exists, open_named_temp
+
+# Bodies up to this size are read whole on the event loop and hashed there (cheaper than
+# a hand-off), and their write, fsync and link happen in one worker hop (see _receive_small).
+SMALL_BODY = 64 * 1024
 
 
 class Received(enum.Enum):
@@ -61,6 +66,8 @@ class Receiver:
         With a `source` (a body of exactly `size` bytes whose socket can be taken over)
         and splicing on, the body is spliced from the socket instead of read."""
         key = (sha, size)
+        if size <= SMALL_BODY and key not in self.uploads and (source is None or not self.splice):
+            return await self._receive_small(sha, size, read, can_defer)
         if await asyncio.to_thread(self._layout.touch, sha, size):
             return Received.ALREADY_STORED
         other = self.uploads.get(key)
@@ -114,6 +121,101 @@ class Receiver:
             if is_disk_full(exc):
                 raise StorageFull("storage is full; upload discarded") from exc
             raise
+
+    async def _receive_small(self, sha: str, size: int, read: Reader, can_defer: bool) -> Received:
+        """A small upload in two worker hops instead of six: (touch, live check, open the
+        locked temp) and, once the body is read and verified here, (write, fsync, link,
+        dir fsync). The temp exists and is locked while the body arrives, as for any
+        upload, so another manager sees it as being uploaded."""
+        key = (sha, size)
+        layout = self._layout
+        stored, live, fd, temp = await asyncio.to_thread(
+            _prepare_small, layout, sha, size, can_defer
+        )
+        if stored:
+            return Received.ALREADY_STORED
+        if live:
+            raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+        mine = Upload(asyncio.Event())
+        other = self.uploads.get(key)
+        if other is None:
+            self.uploads[key] = mine
+        try:
+            if other is not None and can_defer:
+                raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+            hasher = hashlib.sha256()
+            chunks = await _read_small(read, size, self.body_read_timeout, hasher)
+            check_body(sha, size, sum(map(len, chunks)), hasher)
+            commit_fd, fd = fd, -1  # _write_and_commit owns (and closes) it from here on
+            final = layout.blob_path(sha, size)
+            stored = await asyncio.to_thread(
+                _write_and_commit, layout, self._ledger, commit_fd, temp, final, size, chunks
+            )
+            mine.stored = stored
+            return Received.STORED if stored else Received.ALREADY_STORED
+        except BaseException as exc:
+            if fd >= 0:
+                # Submitted right here and shielded: removed even if we are cancelled again.
+                loop = asyncio.get_running_loop()
+                await asyncio.shield(loop.run_in_executor(None, discard, fd, temp))
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; upload discarded") from exc
+            raise
+        finally:
+            mine.done.set()
+            if self.uploads.get(key) is mine:
+                del self.uploads[key]
+
+
+def _prepare_small(
+    layout: Layout, sha: str, size: int, can_defer: bool
+) -> tuple[bool, bool, int, str]:
+    """(stored, live elsewhere, fd, temp); fd is -1 unless a locked temp was opened."""
+    if layout.touch(sha, size):
+        return True, False, -1, ""
+    if can_defer and live_temp_exists(layout, sha, size):
+        return False, True, -1, ""
+    fd, temp = open_named_temp(layout, sha, size)
+    return False, False, fd, temp
+
+
+async def _read_small(
+    read: Reader, size: int, timeout: float, hasher: hashlib._Hash
+) -> list[bytes]:
+    """The whole body (at most size + 1 bytes, to tell an overlong one), hashed on the way."""
+    chunks: list[bytes] = []
+    received = 0
+    limit = size + 1
+    while received < limit:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await read(limit - received)
+        except TimeoutError:
+            raise BodyTimeout(f"no body data for {timeout:g} s; upload aborted") from None
+        if not chunk:
+            break
+        hasher.update(chunk)
+        chunks.append(chunk)
+        received += len(chunk)
+    if received > size:
+        raise SizeMismatch(f"body is longer than the declared size {size}")
+    return chunks
+
+
+def _write_and_commit(
+    layout: Layout, ledger: Ledger, fd: int, temp: str, final: str, size: int, chunks: list[bytes]
+) -> bool:
+    """Write the verified body into its temp, then `commit_temp` (fsync, link, dir fsync).
+    Owns `fd`: the temp is closed and removed whatever happens."""
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    except BaseException:
+        discard(fd, temp)
+        raise
+    return commit_temp(layout, ledger, fd, temp, final, size)
 
 
 class _Discard(Exception):

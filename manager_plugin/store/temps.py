@@ -20,7 +20,7 @@ import time
 from ..errors import StorageFull
 from ..fstree import walk
 from . import system
-from .layout import Layout
+from .layout import Layout, make_leaf_dir
 
 try:
     import fcntl
@@ -134,14 +134,15 @@ def open_named_temp(layout: Layout, sha: str, size: int) -> tuple[int, str]:
     for attempt in range(5):
         temp = f"{directory}/{size}-{secrets.token_hex(8)}.tmp"
         try:
+            # Usually missing (finished uploads prune it): make it first instead of
+            # failing an open, a stat per level and only then making it.
+            make_leaf_dir(directory, parent_first=True)
             fd = os.open(temp, flags, 0o600)
         except FileNotFoundError:
             if attempt == 4:
                 raise
             # Finished uploads and GC prune empty directories, also halfway through
-            # our makedirs (parent gone before its child is made): just try again.
-            with contextlib.suppress(FileNotFoundError):
-                os.makedirs(directory, exist_ok=True)
+            # our mkdirs (parent gone before its child is made): just try again.
             continue
         except OSError as exc:
             if is_disk_full(exc):

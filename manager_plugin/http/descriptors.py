@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import socket
 from asyncio import constants as asyncio_constants
 from typing import Any
 
@@ -97,6 +99,9 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog
     asyncio_constants.ACCEPT_RETRY_DELAY = ACCEPT_RETRY_DELAY  # type: ignore[misc,assignment]
 
 
+ACCEPT_BATCH = 100  # asyncio's default: accept() calls per wake-up of the listener
+
+
 def listen_backlog() -> int:
     """The accept queue the kernel allows (as Go listens): a crowd of connections
     arriving at once must not overflow a short queue, where the kernel drops the next
@@ -106,3 +111,21 @@ def listen_backlog() -> int:
             return max(128, int(f.read().strip()))
     except (OSError, ValueError):
         return 1024
+
+
+def deepen_accept_queue(fds: list[int], depth: int) -> None:
+    """Give the listening sockets `fds` a kernel accept queue of `depth`.
+
+    asyncio uses one number both for listen() and for how many accept() calls it makes
+    per wake-up, and on every call that fails for lack of descriptors it schedules one
+    more retry: with the kernel's depth (4,096) as that number, a server out of
+    descriptors scheduled thousands of retries per wake-up, burned its CPU on them and
+    logged tracebacks when they fired after shutdown. So asyncio gets ACCEPT_BATCH and
+    the kernel queue is deepened here, through a duplicate of each descriptor (listen()
+    on a listening socket only changes its queue)."""
+    for fd in fds:
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            dup.listen(depth)
+        finally:
+            dup.close()

@@ -16,6 +16,8 @@ from ..service import ShamanService
 from .app import create_app
 from .connections import ConnectionGuard, GuardedRunner, GuardedServer
 from .descriptors import (
+    ACCEPT_BATCH,
+    deepen_accept_queue,
     default_max_connections,
     fd_limit,
     listen_backlog,
@@ -29,13 +31,19 @@ from .throttledlog import ThrottledLog
 SHUTDOWN_TIMEOUT = 10.0
 
 
+def listening_fds(site: web.TCPSite) -> list[int]:
+    """The descriptors `site` listens on."""
+    server = site._server  # aiohttp keeps the asyncio server it started here
+    sockets = getattr(server, "sockets", None) or ()
+    return [sock.fileno() for sock in sockets]
+
+
 def url_for(host: str | None, port: int) -> str:
     if host is None or host in ("", "0.0.0.0", "::"):
         host = "0.0.0.0" if host != "::" else "::"
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}/"
-
 
 
 # Both override web.Server.__call__; the guard's may answer with a refusing protocol
@@ -47,6 +55,7 @@ class _Server(GuardedServer, UnfoldingServer):  # type: ignore[misc]
 
 class _Runner(GuardedRunner):
     server_class = _Server
+
 
 async def start_site(
     config: Config, service: ShamanService | None = None
@@ -66,12 +75,13 @@ async def start_site(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=listen_backlog())
+    site = web.TCPSite(runner, host, port, backlog=ACCEPT_BATCH)
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
+    deepen_accept_queue(listening_fds(site), listen_backlog())
     real_port = port
     for address in runner.addresses:
         if isinstance(address, tuple) and len(address) >= 2:

@@ -7,6 +7,7 @@ escaped line without a traceback, and stores nothing it should not.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -14,6 +15,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -31,7 +33,9 @@ from reliability_support import (
     send_quietly,
 )
 
-from manager_plugin.http.descriptors import default_max_connections
+from manager_plugin.config import Config
+from manager_plugin.http.descriptors import default_max_connections, listen_backlog
+from manager_plugin.http.server import listening_fds, start_site
 
 REQUIREMENTS = "api/v3/shaman/checkout/requirements"
 CHECKOUT = "api/v3/shaman/checkout/create"
@@ -482,3 +486,33 @@ def test_disconnect_mid_upload_is_logged_as_a_disconnect(manager, caplog, size, 
     assert wait_until(lambda: not temps(manager.store)), temps(manager.store)
     assert blobs(manager.store) == []
     assert_serving(manager.url)
+
+
+def accept_queue_depth(fd: int) -> int:
+    """The kernel's accept queue size of listening socket `fd` (Linux reports it in
+    TCP_INFO's tcpi_sacked field for a listener)."""
+    dup = socket.socket(fileno=os.dup(fd))
+    try:
+        info = dup.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    finally:
+        dup.close()
+    return struct.unpack_from("I", info, 28)[0]
+
+
+def test_the_kernel_queues_a_crowd_but_asyncio_accepts_in_batches(tmp_path):
+    """The listener's kernel queue is the full somaxconn (a crowd's SYNs are not
+    dropped), while asyncio's per-wake-up accept batch stays small: with 4,096 as that
+    batch, a server out of descriptors scheduled thousands of retries per wake-up."""
+
+    async def depths() -> list[int]:
+        config = Config(listen="127.0.0.1:0", storage_path=tmp_path / "storage")
+        runner, _url = await start_site(config)
+        try:
+            (site,) = runner.sites
+            server = site._server
+            assert server is not None and server._backlog <= 128  # type: ignore[attr-defined]
+            return [accept_queue_depth(fd) for fd in listening_fds(site)]  # type: ignore[arg-type]
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(depths()) == [listen_backlog()]

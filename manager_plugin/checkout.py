@@ -42,7 +42,7 @@ from .paths import (
     validate_size,
 )
 from .protocol import JOBS_ROOT
-from .store import FileStore, is_disk_full
+from .store import FileStore, Presence, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,20 @@ class CheckoutBuilder:
         return current
 
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
-        """Touch each unique blob (proves it exists and keeps GC off it)."""
-        # `FileStore.touch` also checks each blob's size (a wrong one is quarantined).
-        store_touch = self.store.touch
+        """Touch each unique blob (proves it exists and keeps GC off it) and make the
+        pending ones durable (see `store.pending`): a checkout links synced blobs only."""
+        # `FileStore.presence` also checks each blob's size (a wrong one is quarantined).
+        presence = self.store.presence
 
-        def touch(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
-            return [(sha, size) for sha, size in keys if not store_touch(sha, size)]
+        def touch(keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
+            found = ((key, presence(*key, touch=True)) for key in keys)
+            return [(key, state) for key, state in found if state is not Presence.DURABLE]
 
-        wanted = set(in_parallel(self._pool, touch, list(set(by_path.values()))))
+        states = in_parallel(self._pool, touch, list(set(by_path.values())))
+        wanted = {key for key, state in states if state is Presence.MISSING}
+        pending = [key for key, state in states if state is Presence.PENDING]
+        if pending and not wanted:
+            wanted.update(self.store.make_durable(pending))
         if wanted:
             listed = [FileSpec(s, z, p) for p, (s, z) in by_path.items() if (s, z) in wanted]
             raise MissingFiles(listed)

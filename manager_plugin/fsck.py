@@ -4,7 +4,9 @@ Owns `shaman-manager fsck`'s logic (the CLI only formats the report). It works o
 the storage directory alone, so it runs with the server stopped or running:
 
 - every `file-store/stored/{sha[:2]}/{sha[2:]}/{size}.blob` is re-hashed (on all
-  cores) and must have exactly the size and SHA-256 its path claims;
+  cores) and must have exactly the size and SHA-256 its path claims; so must every
+  `.pending` beside them (a small upload no checkout has synced yet: after a crash
+  or power cut, exactly where wrong bytes can be, see `store.pending`);
 - temp files in `file-store/uploading/` are reported; a temp is *stale* when no
   live upload holds its flock (`store.temps.temp_is_live`, the server's own
   definition) and it is older than `STALE_TEMP_AGE` seconds (the server's too);
@@ -23,7 +25,6 @@ that lost their blob to it are among them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 import time
@@ -47,10 +48,8 @@ from .fsck_report import (
 )
 from .fstree import dirs_bottom_up, walk
 from .store.layout import Layout, parse_blob_path
-from .store.temps import STALE_TEMP_AGE, open_regular, remove_temp_if_stale, temp_is_live
-
-# hashlib releases the GIL on large updates, so threads hash in parallel.
-READ_SIZE = 1 << 20
+from .store.pending import hash_blob
+from .store.temps import STALE_TEMP_AGE, remove_temp_if_stale, temp_is_live
 
 
 def run_fsck(
@@ -107,21 +106,6 @@ def _reporter(report: FsckReport) -> Callable[[str, OSError], None]:
     return on_error
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    fd = open_regular(str(path))
-    if fd is None:
-        raise OSError(errno.EINVAL, "not a regular file (anymore)", str(path))
-    digest = hashlib.sha256()
-    buf = bytearray(READ_SIZE)
-    view = memoryview(buf)
-    size = 0
-    with open(fd, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return size, digest.hexdigest()
-
-
 def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Problem | None]:
     path, sha, size = item
     try:
@@ -133,12 +117,14 @@ def _verify_blob(item: tuple[Path, str | None, int | None]) -> tuple[int, Proble
     if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
         return 0, Problem(NOT_REGULAR, path, f"{_kind(st.st_mode)} in the store; not opened")
     if sha is None or size is None:
-        return 0, Problem(STRAY_FILE, path, "not a {sha[:2]}/{sha[2:]}/{size}.blob file")
+        return 0, Problem(
+            STRAY_FILE, path, "not a {sha[:2]}/{sha[2:]}/{size}.blob (or .pending) file"
+        )
     # Size first: cheap, and a wrong size is reported precisely even if huge.
     if st.st_size != size:
         return 0, Problem(BAD_SIZE, path, f"size is {st.st_size}, name says {size}")
     try:
-        hashed, digest = _hash_file(path)
+        hashed, digest = hash_blob(str(path))
     except FileNotFoundError:
         return 0, None
     except OSError as exc:

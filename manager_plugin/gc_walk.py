@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from .checkout import TEMP_PREFIX
+from .store.layout import BLOB_SUFFIXES
 
 # Errors meaning "this entry is gone, or reaches nothing": no reason to stop a sweep.
 GONE = frozenset({errno.ENOENT, errno.ENOTDIR})
@@ -193,7 +194,8 @@ def scan_stored(
                 with os.scandir(blob_dir) as it:
                     for entry in it:
                         count += 1
-                        if entry.name.endswith(".blob") and entry.is_file(follow_symlinks=False):
+                        name = entry.name
+                        if name.endswith(BLOB_SUFFIXES) and entry.is_file(follow_symlinks=False):
                             blobs.append((entry.path, dev, entry.inode()))
             except OSError as exc:
                 if exc.errno not in GONE:

@@ -29,6 +29,22 @@ def blob_path(store: Path, data: bytes) -> Path:
     return store / "stored" / sha[:2] / sha[2:] / f"{len(data)}.blob"
 
 
+def pending_path(store: Path, data: bytes) -> Path:
+    """Where the file store under `store` keeps `data` after a small upload (at most
+    `receive.SMALL_BODY` bytes through files/{sha}/{size}): verified, not synced yet,
+    until the first checkout that links it renames it to its `blob_path`."""
+    return blob_path(store, data).with_suffix(".pending")
+
+
+def stored_file(store: Path, data: bytes) -> Path:
+    """The file holding `data` under `store`: its `.blob` if there is one, else its
+    `.pending`. Raises FileNotFoundError if neither exists."""
+    for path in (blob_path(store, data), pending_path(store, data)):
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"neither {blob_path(store, data)} nor its .pending")
+
+
 def files_under(root: Path) -> list[Path]:
     """Every non-directory entry below root (symlinks included, not followed), sorted.
 
@@ -49,8 +65,14 @@ def temps(store: Path) -> list[Path]:
 
 
 def blobs(store: Path) -> list[Path]:
-    """Blobs of the file store under `store`."""
+    """Blobs of the file store under `store`, durable (`.blob`) or pending (`.pending`)."""
     return files_under(store / "stored")
+
+
+def stored_files(store: Path) -> list[Path]:
+    """The `.blob`s and `.pending`s of the file store under `store`, sorted (no temps,
+    nothing else that may sit under stored/)."""
+    return [p for p in files_under(store / "stored") if p.suffix in (".blob", ".pending")]
 
 
 def put_blob(store: FileStore, data: bytes, mtime: float | None = None) -> FileSpec:

@@ -383,7 +383,8 @@ def stored_dir(store: Path) -> Path:
 
 
 def verify_store(store: Path) -> list[str]:
-    """Re-hash every blob; every problem as one line (empty list = healthy store).
+    """Re-hash every blob, durable (`.blob`) or not synced yet (`.pending`); every
+    problem as one line (empty list = healthy store).
 
     A stand-in for `shaman-manager fsck` that the tests also use to cross-check it.
     """
@@ -395,12 +396,13 @@ def verify_store(store: Path) -> list[str]:
         for name in names:
             p = Path(dirpath) / name
             rel = p.relative_to(root).parts
-            if len(rel) != 3 or not name.endswith(".blob"):
+            stem, dot, suffix = name.partition(".")
+            if len(rel) != 3 or not dot or suffix not in ("blob", "pending"):
                 problems.append(f"unexpected file in stored/: {p}")
                 continue
             sha = rel[0] + rel[1]
             try:
-                size = int(name[: -len(".blob")])
+                size = int(stem)
             except ValueError:
                 problems.append(f"bad blob name: {p}")
                 continue
@@ -448,6 +450,9 @@ def verify_checkout(
         target = p.resolve()
         if not target.is_relative_to(stored):
             problems.append(f"points outside the store: {p} -> {target}")
+            continue
+        if target.suffix != ".blob":
+            problems.append(f"links a blob that is not durable: {p} -> {target}")
             continue
         if not target.exists():
             problems.append(f"dangling: {p} -> {os.readlink(p)}")

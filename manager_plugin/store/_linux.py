@@ -3,7 +3,8 @@
 - `sync_file_range` to start writeback of an upload while the rest still arrives;
 - `O_TMPFILE` temps, linked into place through `/proc/self/fd` (no name, no per-file
   directory, gone by themselves if the process dies);
-- `splice(2)`, for moving a body from the socket to the temp file (see `splice`).
+- `splice(2)`, for moving a body from the socket to the temp file (see `splice`);
+- `syncfs(2)`, to make a checkout's pending blobs durable in one call (see `pending`).
 
 ctypes and the C library are loaded on first use, not at import.
 """
@@ -41,6 +42,35 @@ def _sync_file_range() -> Callable[..., int] | None:
         return None
     func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     return func
+
+
+@functools.cache
+def _syncfs() -> Callable[..., int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # pragma: no cover - no such libc function
+        return None
+    func.argtypes = [ctypes.c_int]
+    return func
+
+
+def sync_filesystem(path: str) -> bool:
+    """Flush everything dirty on the filesystem holding `path` (one syscall instead of
+    an fsync per file); False if that is not possible here (the caller then fsyncs
+    file by file). Raises OSError if the flush itself failed (EIO, ENOSPC)."""
+    func = _syncfs()
+    if func is None:  # pragma: no cover
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if func(fd) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSYS:  # pragma: no cover - kernel without syncfs
+                return False
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+    return True
 
 
 def hint_writeback(fd: int) -> None:

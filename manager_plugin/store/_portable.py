@@ -13,6 +13,11 @@ def hint_writeback(fd: int) -> None:
     """No early writeback hint here; the fsync before the link does all the work."""
 
 
+def sync_filesystem(path: str) -> bool:
+    """No filesystem-wide flush here: the caller fsyncs file by file."""
+    return False
+
+
 def open_anonymous(directory: str) -> tuple[int, str]:
     raise OSError("anonymous temp files need Linux")
 

@@ -2,7 +2,8 @@
 
 It wires the parts together and owns their worker threads: `close()` shuts them
 down with the app. See `layout` for where things are, `temps` for uploads in flight,
-`commit` for how a blob appears, `receive` and `sinks` for uploads, `batch` for records.
+`commit` for how a blob appears, `pending` for small uploads not synced yet, `receive`
+and `sinks` for uploads, `batch` for records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from . import system
 from .batch import Record, RecordCommitter, RecordResult
 from .commit import Ledger
 from .layout import Layout
+from .pending import PendingBlobs, Presence
 from .receive import Received, Receiver
 from .sinks import Reader
 from .splice import SocketSource
@@ -47,9 +49,11 @@ class FileStore:
         )
         # fsyncs of a group of small files, issued at once (see commit.make_durable).
         self._fsync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+        self._pending = PendingBlobs(self.layout, self._ledger, self._fsync_pool)
         self._receiver = Receiver(
             self.layout,
             self._ledger,
+            self._pending,
             self._io_pool,
             body_read_timeout=body_read_timeout,
             splice=tuning.splice and system.SPLICE_AVAILABLE,
@@ -95,11 +99,21 @@ class FileStore:
 
     # ---- status ------------------------------------------------------------
 
+    def presence(self, sha: str, size: int, *, touch: bool = True) -> Presence:
+        """Durable, pending (answered, not synced yet) or missing; see `pending`."""
+        return self._pending.presence(sha, size, touch=touch)
+
     def touch(self, sha: str, size: int) -> bool:
-        return self.layout.touch(sha, size)
+        """Stored (either form)? If so its mtime becomes now (GC spares it)."""
+        return self._pending.presence(sha, size, touch=True) is not Presence.MISSING
 
     def is_stored(self, sha: str, size: int) -> bool:
-        return self.layout.is_stored(sha, size)
+        return self._pending.presence(sha, size, touch=False) is not Presence.MISSING
+
+    def make_durable(self, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Turn these pending blobs into durable ones before a checkout links them;
+        the keys that turned out missing. See `pending.PendingBlobs.make_durable`."""
+        return self._pending.make_durable(keys)
 
     def is_uploading(self, sha: str, size: int) -> bool:
         """An upload of this process, or a live temp (see `temps.temp_is_live`) of any

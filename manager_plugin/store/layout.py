@@ -2,12 +2,15 @@
 
 Flamenco's layout under `<storage>/file-store`:
 
-    stored/{sha[:2]}/{sha[2:]}/{size}.blob            verified, read-only
+    stored/{sha[:2]}/{sha[2:]}/{size}.blob            verified, durable, read-only
+    stored/{sha[:2]}/{sha[2:]}/{size}.pending         verified, maybe not on disk yet
     uploading/{sha[:2]}/{sha[2:]}/{size}-{rand}.tmp   being received (see `temps`)
     quarantine/{stamp}-{rand}/...                     bad blobs moved aside, never deleted
 
 A blob counts as stored only when it is a regular file of exactly its size (`holds`);
-anything else at a blob's path is moved to quarantine when it is noticed.
+anything else at a blob's path is moved to quarantine when it is noticed. A `.pending`
+blob is a small upload answered before its bytes were synced; checkouts only link
+`.blob`s, and `pending` owns when one may become the other.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from ..protocol import is_checksum
 
 log = logging.getLogger(__name__)
 
-_BLOB_NAME = re.compile(r"(0|[1-9][0-9]*)\.blob")
+BLOB_SUFFIXES = (".blob", ".pending")  # a durable blob, a pending one (see `pending`)
+_BLOB_NAME = re.compile(r"(0|[1-9][0-9]*)\.(?:blob|pending)")
 
 
 def parse_blob_path(rel_dir: tuple[str, ...], name: str) -> tuple[str, int] | None:
     """(sha, size) of the entry `name` in directory `rel_dir` (relative to stored/), or
-    None when that is not where a blob of the layout lives."""
+    None when that is not where a blob of the layout lives (`.blob` or `.pending`)."""
     if len(rel_dir) != 2:
         return None
     head, tail = rel_dir
@@ -75,6 +79,9 @@ class Layout:
     def blob_path(self, sha: str, size: int) -> str:
         return f"{self.stored}/{sha[:2]}/{sha[2:]}/{size}.blob"
 
+    def pending_path(self, sha: str, size: int) -> str:
+        return f"{self.stored}/{sha[:2]}/{sha[2:]}/{size}.pending"
+
     def upload_dir(self, sha: str) -> str:
         return f"{self.uploading}/{sha[:2]}/{sha[2:]}"
 
@@ -110,24 +117,28 @@ class Layout:
             return False
         if stat.S_ISREG(st.st_mode) and st.st_size == size:
             return True
-        self._quarantine(path, st, size)
+        self.quarantine(path, st, size)
         return False
 
-    def _quarantine(self, path: str, st: os.stat_result, size: int) -> None:
-        """Move the bad blob `path` (as `st` saw it) to quarantine/; never deletes it."""
+    def quarantine(self, path: str, st: os.stat_result, size: int, what: str | None = None) -> None:
+        """Move the bad blob `path` (as `st` saw it) to quarantine/; never deletes it.
+        `what` says what is wrong with it (default: its type or size)."""
         rel = path[len(self.stored) + 1 :]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         dest = f"{self.root}/quarantine/{stamp}-{secrets.token_hex(4)}/{rel}"
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_size} bytes"
+        if what is None:
+            what = (
+                "not a regular file"
+                if not stat.S_ISREG(st.st_mode)
+                else f"{st.st_size} bytes, not {size}"
+            )
         try:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             os.rename(path, dest)  # same filesystem: nothing is opened or copied
         except FileNotFoundError:
             return  # someone else moved it already
         except OSError as exc:
-            log.error(
-                "blob %s is %s, not %d bytes, and cannot be quarantined: %s", path, what, size, exc
-            )
+            log.error("blob %s is %s, and cannot be quarantined: %s", path, what, exc)
             return
         moved = os.lstat(dest)
         if (moved.st_dev, moved.st_ino) != (st.st_dev, st.st_ino):
@@ -138,9 +149,5 @@ class Layout:
                 os.unlink(dest)
             return
         log.warning(
-            "blob %s is %s, not %d bytes: moved to %s; the next upload of it is accepted",
-            path,
-            what,
-            size,
-            dest,
+            "blob %s is %s: moved to %s; the next upload of it is accepted", path, what, dest
         )

@@ -13,17 +13,17 @@ import asyncio
 import concurrent.futures
 import enum
 import hashlib
-import os
 
 from ..errors import BodyTimeout, ChecksumMismatch, MustDefer, SizeMismatch, StorageFull
 from .commit import Ledger, commit_temp
 from .layout import Layout
+from .pending import PendingBlobs, Presence
 from .sinks import BodySink, ChunkSink, Reader, SpliceSink, Superseded, Upload
 from .splice import SocketSource
 from .temps import discard, is_disk_full, live_temp_exists, open_named_temp
 
-# Bodies up to this size are read whole on the event loop and hashed there (cheaper than
-# a hand-off), and their write, fsync and link happen in one worker hop (see _receive_small).
+# Bodies up to this size are read whole, hashed and stored on the event loop, as pending
+# blobs that the checkout linking them makes durable (see _receive_small and `pending`).
 SMALL_BODY = 64 * 1024
 
 
@@ -41,6 +41,7 @@ class Receiver:
         self,
         layout: Layout,
         ledger: Ledger,
+        pending: PendingBlobs,
         pool: concurrent.futures.Executor,
         *,
         body_read_timeout: float,
@@ -48,6 +49,7 @@ class Receiver:
     ) -> None:
         self._layout = layout
         self._ledger = ledger
+        self._pending = pending
         self._pool = pool
         self.body_read_timeout = body_read_timeout
         self.splice = splice
@@ -68,24 +70,28 @@ class Receiver:
         key = (sha, size)
         if size <= SMALL_BODY and key not in self.uploads and (source is None or not self.splice):
             return await self._receive_small(sha, size, read, can_defer)
-        if await asyncio.to_thread(self._layout.touch, sha, size):
-            return Received.ALREADY_STORED
+        # Who else uploads this file is settled before the first await: a small upload
+        # that finishes during it is then either `other` (and supersedes this one) or
+        # came after this one registered (and waits for it), never unseen.
         other = self.uploads.get(key)
-        if can_defer and (
-            other is not None or await asyncio.to_thread(live_temp_exists, self._layout, sha, size)
-        ):
+        if can_defer and other is not None:
             raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
         mine = Upload(asyncio.Event())
         if other is None:
             self.uploads[key] = mine
-        final = self._layout.blob_path(sha, size)
-        timeout = self.body_read_timeout
-        sink: BodySink
-        if source is not None and self.splice:
-            sink = SpliceSink(source, size, final, other, timeout, self._pool)
-        else:
-            sink = ChunkSink(read, size, final, other, timeout, self._pool)
         try:
+            presence = await asyncio.to_thread(self._pending.presence, sha, size, touch=True)
+            if presence is not Presence.MISSING:
+                return Received.ALREADY_STORED
+            if can_defer and await asyncio.to_thread(live_temp_exists, self._layout, sha, size):
+                raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+            final = self._layout.blob_path(sha, size)
+            timeout = self.body_read_timeout
+            sink: BodySink
+            if source is not None and self.splice:
+                sink = SpliceSink(source, size, final, other, timeout, self._pool)
+            else:
+                sink = ChunkSink(read, size, final, other, timeout, self._pool)
             outcome = await self._fill_and_commit(sink, sha, size, final)
             mine.stored = outcome is Received.STORED
             return outcome
@@ -123,60 +129,34 @@ class Receiver:
             raise
 
     async def _receive_small(self, sha: str, size: int, read: Reader, can_defer: bool) -> Received:
-        """A small upload in two worker hops instead of six: (touch, live check, open the
-        locked temp) and, once the body is read and verified here, (write, fsync, link,
-        dir fsync). The temp exists and is locked while the body arrives, as for any
-        upload, so another manager sees it as being uploaded."""
+        """A small upload on the event loop, without a thread hop (its few syscalls cost
+        less than handing them to a worker and back): the body is read whole and
+        verified here, then written as a `.pending` blob, which the first checkout that
+        links it makes durable (see `pending`)."""
         key = (sha, size)
-        layout = self._layout
-        stored, live, fd, temp = await asyncio.to_thread(
-            _prepare_small, layout, sha, size, can_defer
-        )
-        if stored:
+        pending = self._pending
+        if pending.presence(sha, size, touch=True) is not Presence.MISSING:
             return Received.ALREADY_STORED
-        if live:
+        if can_defer and live_temp_exists(self._layout, sha, size):
             raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
         mine = Upload(asyncio.Event())
-        other = self.uploads.get(key)
-        if other is None:
-            self.uploads[key] = mine
+        self.uploads[key] = mine
         try:
-            if other is not None and can_defer:
-                raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
             hasher = hashlib.sha256()
             chunks = await _read_small(read, size, self.body_read_timeout, hasher)
             check_body(sha, size, sum(map(len, chunks)), hasher)
-            commit_fd, fd = fd, -1  # _write_and_commit owns (and closes) it from here on
-            final = layout.blob_path(sha, size)
-            stored = await asyncio.to_thread(
-                _write_and_commit, layout, self._ledger, commit_fd, temp, final, size, chunks
-            )
+            try:
+                stored = pending.write(sha, size, chunks)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise StorageFull("storage is full; upload discarded") from exc
+                raise
             mine.stored = stored
             return Received.STORED if stored else Received.ALREADY_STORED
-        except BaseException as exc:
-            if fd >= 0:
-                # Submitted right here and shielded: removed even if we are cancelled again.
-                loop = asyncio.get_running_loop()
-                await asyncio.shield(loop.run_in_executor(None, discard, fd, temp))
-            if is_disk_full(exc):
-                raise StorageFull("storage is full; upload discarded") from exc
-            raise
         finally:
             mine.done.set()
             if self.uploads.get(key) is mine:
                 del self.uploads[key]
-
-
-def _prepare_small(
-    layout: Layout, sha: str, size: int, can_defer: bool
-) -> tuple[bool, bool, int, str]:
-    """(stored, live elsewhere, fd, temp); fd is -1 unless a locked temp was opened."""
-    if layout.touch(sha, size):
-        return True, False, -1, ""
-    if can_defer and live_temp_exists(layout, sha, size):
-        return False, True, -1, ""
-    fd, temp = open_named_temp(layout, sha, size)
-    return False, False, fd, temp
 
 
 async def _read_small(
@@ -200,22 +180,6 @@ async def _read_small(
     if received > size:
         raise SizeMismatch(f"body is longer than the declared size {size}")
     return chunks
-
-
-def _write_and_commit(
-    layout: Layout, ledger: Ledger, fd: int, temp: str, final: str, size: int, chunks: list[bytes]
-) -> bool:
-    """Write the verified body into its temp, then `commit_temp` (fsync, link, dir fsync).
-    Owns `fd`: the temp is closed and removed whatever happens."""
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-    except BaseException:
-        discard(fd, temp)
-        raise
-    return commit_temp(layout, ledger, fd, temp, final, size)
 
 
 class _Discard(Exception):

@@ -14,6 +14,7 @@ if sys.platform.startswith("linux"):
         is_anonymous,
         link_into_place,
         open_anonymous,
+        sync_filesystem,
     )
 else:  # pragma: no cover - the suite runs on Linux; _portable is tested by swapping it in
     from ._portable import (
@@ -24,6 +25,7 @@ else:  # pragma: no cover - the suite runs on Linux; _portable is tested by swap
         is_anonymous,
         link_into_place,
         open_anonymous,
+        sync_filesystem,
     )
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "is_anonymous",
     "link_into_place",
     "open_anonymous",
+    "sync_filesystem",
 ]

@@ -1,7 +1,7 @@
-"""Small uploads (read whole, committed in one worker hop): same guarantees as any upload.
-
-While a small body is still arriving, its locked temp is there for any process sharing
-the storage to see ("being uploaded"); a bad or cut-short body leaves nothing behind.
+"""Small uploads (read whole, stored on the event loop as `.pending`): same guarantees
+as any upload. A bad or cut-short body leaves nothing behind; while one arrives it is
+"being uploaded" in this process; nothing is written before the whole body is verified;
+another process trusts the `.pending` only after hashing it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from manager_plugin.store import FileStore, Received
 from manager_plugin.store.receive import SMALL_BODY
 from manager_plugin.tuning import Tuning
 
-# Asks "is (sha, size) being uploaded?" the way a second manager process would.
+# Asks for the status of (sha, size) the way a second manager process would.
 _OTHER_PROCESS = (
     "import sys; from pathlib import Path; from manager_plugin.store import FileStore; "
-    "print(FileStore(Path(sys.argv[1])).is_uploading(sys.argv[2], int(sys.argv[3])))"
+    "print(FileStore(Path(sys.argv[1])).status(sys.argv[2], int(sys.argv[3])))"
 )
 
 
@@ -52,26 +52,21 @@ def _reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
     return read
 
 
-def test_a_small_body_is_being_uploaded_for_another_process_while_it_arrives(store, tmp_path):
+def test_a_small_body_is_being_uploaded_while_it_arrives_and_nothing_is_written_before(
+    store, tmp_path
+):
     data = os.urandom(4096)
     sha, size = hashlib.sha256(data).hexdigest(), len(data)
-    answers: list[str] = []
+    seen: list[tuple[bool, list[Path], list[Path]]] = []
 
     async def run() -> Received:
-        half = asyncio.Event()
         sent = 0
 
         async def read(n: int) -> bytes:
             nonlocal sent
-            if sent == 2048 and not half.is_set():
-                half.set()
-                # Ask from another process while the rest of the body is still due.
-                probe = await asyncio.create_subprocess_exec(
-                    sys.executable, "-c", _OTHER_PROCESS, str(tmp_path), sha, str(size),
-                    stdout=subprocess.PIPE,
-                )  # fmt: skip
-                out, _ = await probe.communicate()
-                answers.append(out.decode().strip())
+            if sent == 2048 and not seen:
+                stored_files = [p for p in store.stored_dir.rglob("*") if p.is_file()]
+                seen.append((store.is_uploading(sha, size), _files(store), stored_files))
             piece = data[sent : sent + min(n, 2048)]
             sent += len(piece)
             return piece
@@ -79,11 +74,19 @@ def test_a_small_body_is_being_uploaded_for_another_process_while_it_arrives(sto
         return await store.receive(sha, size, read, can_defer=True)
 
     assert asyncio.run(run()) is Received.STORED
-    assert answers == ["True"]
-    assert store.blob_path(sha, size).read_bytes() == data
-    assert os.stat(store.blob_path(sha, size)).st_mode & 0o777 == 0o444
+    assert seen == [(True, [], [])]
+    pending = Path(store.layout.pending_path(sha, size))
+    assert pending.read_bytes() == data
+    assert os.stat(pending).st_mode & 0o777 == 0o444
+    assert not store.blob_path(sha, size).exists()  # durable only once a checkout links it
     assert _files(store) == []
     assert not store.is_uploading(sha, size)
+    # Another process sharing the storage hashes it, then calls it stored.
+    probe = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path), sha, str(size)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "stored"
 
 
 def test_a_small_upload_defers_to_a_live_temp_of_another_process(store, tmp_path):
@@ -108,7 +111,7 @@ def test_a_small_upload_defers_to_a_live_temp_of_another_process(store, tmp_path
     finally:
         holder.kill()
         holder.wait()
-    assert store.blob_path(sha, size).read_bytes() == data
+    assert Path(store.layout.pending_path(sha, size)).read_bytes() == data
 
 
 @pytest.mark.parametrize(
@@ -124,6 +127,7 @@ def test_a_bad_small_body_leaves_nothing(store, body, declared, error):
     with pytest.raises(error):
         asyncio.run(store.receive(sha, declared, _reader(body)))
     assert not store.blob_path(sha, declared).exists()
+    assert not Path(store.layout.pending_path(sha, declared)).exists()
     assert _files(store) == []
     assert store.blobs_written == 0
 

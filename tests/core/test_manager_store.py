@@ -22,6 +22,7 @@ from manager_plugin.errors import (
 )
 from manager_plugin.service import ShamanService
 from manager_plugin.store import FileStore, Received
+from manager_plugin.store.receive import SMALL_BODY
 from manager_plugin.tuning import Tuning
 
 
@@ -271,11 +272,16 @@ def test_portable_fallback_stores_the_same_without_any_linux_feature(tmp_path, m
     assert list(store.uploading_dir.iterdir()) == []
 
 
-def test_status_only_looks_and_touch_status_also_touches(store):
-    data = b"kept by requirements"
+@pytest.mark.parametrize(
+    "data, suffix",
+    [(b"kept by requirements", ".pending"), (b"k" * (SMALL_BODY + 1), ".blob")],
+    ids=["small-pending", "large-blob"],
+)
+def test_status_only_looks_and_touch_status_also_touches(store, data, suffix):
     sha, size = ident(data)
     asyncio.run(store.receive(sha, size, reader(data)))
-    blob = store.blob_path(sha, size)
+    blob = store.blob_path(sha, size).with_suffix(suffix)
+    assert [p.name for p in store.stored_dir.rglob("*") if p.is_file()] == [blob.name]
     os.utime(blob, (1000, 1000))
     assert store.status(sha, size) == "stored"
     assert blob.stat().st_mtime == 1000  # a question (GET files/...) is not a use

@@ -11,11 +11,13 @@ import hashlib
 import logging
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import urllib3
 from conftest import RunningManager
 from gateway_helpers import RunningGateway
+from helpers import blob_path, pending_path
 
 from manager_plugin.http.filenames import UndecodableFilename, decode_original_filename
 from manager_plugin.http.headerfold import UnfoldingParser, head_end, unfold_head
@@ -79,10 +81,9 @@ def test_a_folded_filename_header_uploads_fine(server_url, caplog):
     with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
         answer = raw_upload(url, body, addon_header(LONG_PATH))
     assert answer.startswith(b"HTTP/1.1 204 "), answer
-    sha = hashlib.sha256(body).hexdigest()
-    blob = f"{store}/stored/{sha[:2]}/{sha[2:]}/{len(body)}.blob"
-    with open(blob, "rb") as stored:
-        assert stored.read() == body
+    # A small upload: stored verified as .pending until a checkout links it.
+    assert pending_path(Path(store), body).read_bytes() == body
+    assert not blob_path(Path(store), body).exists()
     assert any(f"file={LONG_PATH}" in message for message in caplog.messages)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import stored_files
 from test_legacy_http import LogWatch, StalledUpload, wait_until_uploading
 
 LEGACY_LOGGER = "manager_plugin.http.legacy"
@@ -111,7 +112,9 @@ def assert_checkout_matches(checkout: Path, expected: dict[str, Path]) -> None:
 
 
 def stored_blobs(store: Path) -> set[Path]:
-    return set((store / "stored").rglob("*.blob"))
+    """What the store holds, one entry per content: its path without the suffix, so a
+    `.pending` a checkout made durable (renamed to `.blob`) is the same entry."""
+    return {p.with_suffix("") for p in stored_files(store)}
 
 
 def uploads_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -383,6 +386,8 @@ def test_files_uploaded_through_the_v3_api_are_not_uploaded_again_by_bat_pack(
 ):
     upload_with_v3_api(manager.url, generated_project.root)
     blobs_before = stored_blobs(manager.store)
+    # Small v3 uploads wait as .pending; bat-pack's checkout must make them durable.
+    assert any(p.suffix == ".pending" for p in stored_files(manager.store))
     caplog.set_level(logging.INFO, logger=LEGACY_LOGGER)
     bat_pack(
         generated_project.root,
@@ -393,7 +398,11 @@ def test_files_uploaded_through_the_v3_api_are_not_uploaded_again_by_bat_pack(
     # Only BAT's own pack-info.txt is new to the server.
     assert uploads_logged(caplog) == ["pack-info.txt"]
     assert len(stored_blobs(manager.store) - blobs_before) == 1
-    assert_checkout_matches(only_checkout(manager.jobs, "after-v3"), generated_project.files)
+    checkout = only_checkout(manager.jobs, "after-v3")
+    assert_checkout_matches(checkout, generated_project.files)
+    linked = {(checkout / rel).resolve() for rel in generated_project.files}
+    assert all(p.suffix == ".blob" for p in linked)
+    assert not {p.with_suffix(".pending") for p in linked} & set(stored_files(manager.store))
 
 
 def shaman_submit(project: Project, url: str, checkout_path: str, home: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import sha256
+from helpers import blob_path, pending_path, sha256, stored_files
 
 from manager_plugin.config import Config, load_config
 from manager_plugin.errors import ConfigError
@@ -38,7 +38,9 @@ def upload(base: str, data: bytes, **headers: str) -> requests.Response:
 
 
 def stored_blobs(store: Path) -> list[Path]:
-    return sorted((store / "stored").rglob("*.blob"))
+    """Every `.blob` and `.pending` of the store (a small upload is `.pending` until a
+    checkout links it)."""
+    return stored_files(store)
 
 
 # ---- get-token and tokens -------------------------------------------------------------------
@@ -165,6 +167,7 @@ def test_requirements_rejects_an_unsafe_path_with_400_naming_the_line(manager, b
 def test_requirements_touches_stored_files_so_gc_spares_them(manager):
     assert upload(manager.url, b"old").status_code == 204
     [blob] = stored_blobs(manager.store)
+    assert blob == pending_path(manager.store, b"old")  # touched while not synced yet
     blob_mtime = blob.stat().st_mtime
     os.utime(blob, (blob_mtime - 3600, blob_mtime - 3600))
     post(f"{manager.url}checkout/requirements", cdf((b"old", "old.txt")))
@@ -180,8 +183,10 @@ def test_upload_stores_the_file_then_answers_208_already_there(manager):
         == 204
     )
     [blob] = stored_blobs(manager.store)
+    assert blob == pending_path(manager.store, b"payload")
     assert blob.read_bytes() == b"payload"
-    assert upload(manager.url, b"payload").status_code == 208
+    assert upload(manager.url, b"payload").status_code == 208  # a .pending counts as stored
+    assert stored_blobs(manager.store) == [blob]
 
 
 def test_upload_with_the_wrong_checksum_is_417_and_stores_nothing(manager):
@@ -212,6 +217,7 @@ def test_empty_file_sent_chunked_is_stored(manager):
     resp = requests.post(f"{manager.url}files/{sha256(b'')}/0", data=chunks(), timeout=TIMEOUT)
     assert resp.status_code == 204
     [blob] = stored_blobs(manager.store)
+    assert blob == pending_path(manager.store, b"")
     assert blob.stat().st_size == 0
 
 
@@ -304,6 +310,8 @@ def test_checkout_create_answers_the_checkout_path_relative_to_the_jobs_dir(mana
     assert resp.text.strip() == checkout_id
     for data, path in files:
         assert (manager.jobs / checkout_id / path).read_bytes() == data
+    # The checkout made the small uploads durable before linking them.
+    assert stored_blobs(manager.store) == sorted(blob_path(manager.store, d) for d, _ in files)
 
 
 def test_checkout_create_waits_for_a_file_someone_else_is_still_uploading(manager):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import requests
-from helpers import ident
+from helpers import blob_path, ident, pending_path, stored_files
 
 API = "api/v3/"
 
@@ -95,11 +95,16 @@ def test_requirements_list_each_identity_once(manager):
 
 def test_requirements_touch_stored_blobs(manager):
     upload(manager, BLEND)
-    blob = (
-        manager.store / "stored" / ident(BLEND)[0][:2] / ident(BLEND)[0][2:] / f"{len(BLEND)}.blob"
-    )
+    files = [entry(BLEND, "x.blend")]
+    pending = pending_path(manager.store, BLEND)  # a small upload, not synced yet
+    os.utime(pending, (1000, 1000))
+    requirements(manager, files)
+    assert pending.stat().st_mtime > 1000
+    assert checkout(manager, files, "durable").status_code == 200  # renames it to .blob
+    blob = blob_path(manager.store, BLEND)
+    assert not pending.exists()
     os.utime(blob, (1000, 1000))
-    requirements(manager, [entry(BLEND, "x.blend")])
+    requirements(manager, files)
     assert blob.stat().st_mtime > 1000
 
 
@@ -118,7 +123,13 @@ def test_file_status_reports_unknown_then_stored_without_touching(manager):
     url = f"{manager.url}{API}shaman/files/{sha}/{size}"
     assert requests.get(url).json() == {"status": "unknown"}
     upload(manager, BLEND)
-    blob = manager.store / "stored" / sha[:2] / sha[2:] / f"{size}.blob"
+    pending = pending_path(manager.store, BLEND)  # a small upload, not synced yet
+    os.utime(pending, (1000, 1000))
+    assert requests.get(url).json() == {"status": "stored"}
+    assert pending.stat().st_mtime == 1000
+    assert checkout(manager, [entry(BLEND, "s.blend")], "durable").status_code == 200
+    blob = blob_path(manager.store, BLEND)
+    assert not pending.exists()
     os.utime(blob, (1000, 1000))
     assert requests.get(url).json() == {"status": "stored"}
     assert blob.stat().st_mtime == 1000
@@ -134,7 +145,7 @@ def test_wrong_checksum_is_417_and_nothing_is_stored(manager):
     resp = requests.post(f"{manager.url}{API}shaman/files/{'ab' * 32}/{size}", data=BLEND)
     assert resp.status_code == 417
     assert resp.json()["code"] == 417
-    assert not list((manager.store / "stored").rglob("*.blob"))
+    assert not stored_files(manager.store)
     assert not [p for p in (manager.store / "uploading").rglob("*") if p.is_file()]
 
 
@@ -144,7 +155,7 @@ def test_wrong_size_is_417_and_nothing_is_stored(manager, declared):
     resp = requests.post(f"{manager.url}{API}shaman/files/{sha}/{declared}", data=BLEND)
     assert resp.status_code == 417
     assert "size" in resp.json()["message"]
-    assert not list((manager.store / "stored").rglob("*.blob"))
+    assert not stored_files(manager.store)
     assert not [p for p in (manager.store / "uploading").rglob("*") if p.is_file()]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from flamenco_shaman.engine import Progress, Submission, SubmitError, SubmitOptions
+from helpers import stored_files
 from reliability_helpers import (
     ManagerProcess,
     uploading_temps,
@@ -66,7 +67,7 @@ class KillMidUpload:
         else:
             return
         self.mgr.kill()
-        self.blobs_at_kill = len(list((self.mgr.store / "stored").rglob("*.blob")))
+        self.blobs_at_kill = len(stored_files(self.mgr.store))
         if self.restart_after is not None:
             time.sleep(self.restart_after)
             self.mgr.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from manager_plugin import fsck
+from manager_plugin.store.pending import READ_SIZE
 
 
 def put_blob(storage: Path, data: bytes) -> Path:
@@ -71,7 +72,7 @@ def healthy(storage: Path) -> list[Path]:
     blobs = [
         put_blob(storage, b""),
         put_blob(storage, b"hello shaman\n"),
-        put_blob(storage, os.urandom(3 * fsck.READ_SIZE + 17)),
+        put_blob(storage, os.urandom(3 * READ_SIZE + 17)),
     ]
     for i, blob in enumerate(blobs):
         link_into_jobs(storage, f"proj/job-1/file{i}.bin", blob)
@@ -92,7 +93,7 @@ def test_clean_store_reports_no_problems(storage, healthy):
 
 
 def test_finds_blob_corrupted_on_purpose(storage, healthy):
-    flip_byte(healthy[2], offset=2 * fsck.READ_SIZE + 5)
+    flip_byte(healthy[2], offset=2 * READ_SIZE + 5)
     report = fsck.run_fsck(storage)
     assert kinds(report) == [fsck.BAD_CHECKSUM]
     assert report.problems[0].path == healthy[2]

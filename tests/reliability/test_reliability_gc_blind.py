@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import put_blob
+from helpers import put_blob, stored_files
 
 from manager_plugin.checkout import CheckoutBuilder
 from manager_plugin.gc import GarbageCollector
@@ -35,7 +35,7 @@ OLD = time.time() - 40 * 24 * 3600
 
 
 def age_all(store: FileStore) -> None:
-    for path in store.stored_dir.rglob("*.blob"):
+    for path in stored_files(store.root):
         os.utime(path, (OLD, OLD))
 
 

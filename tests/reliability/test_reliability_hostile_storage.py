@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
-from helpers import blob_path, sha256
+from helpers import blob_path, pending_path, sha256, stored_file
 from reliability_support import upload
 
 from manager_plugin import paths
@@ -166,6 +167,7 @@ def test_fifos_named_like_a_temp_and_a_blob_hang_neither_serve_gc_fsck_nor_shutd
     storage = tmp_path / "storage"
     temp_fifo = make_fifo(store_path(storage, "uploading", CONTENT, f"{len(CONTENT)}-dead.tmp"))
     blob_fifo = make_fifo(store_path(storage, "stored", CONTENT, f"{len(CONTENT)}.blob"))
+    pending_fifo = make_fifo(store_path(storage, "stored", CONTENT, f"{len(CONTENT)}.pending"))
     config = tmp_path / "flamenco-manager.yaml"
     config.write_text(
         f"shared_storage_path: {storage}\nshaman:\n  garbageCollect:\n    period: 200ms\n"
@@ -184,13 +186,14 @@ def test_fifos_named_like_a_temp_and_a_blob_hang_neither_serve_gc_fsck_nor_shutd
         assert line.startswith("Shaman listening on "), log_path.read_text()
         base = line.split()[3]
         files = [{"sha": sha256(CONTENT), "size": len(CONTENT), "path": "scene.blend"}]
-        # The FIFO is no blob (moved to quarantine) and the dead temp no upload.
+        # Neither FIFO is a blob (both moved to quarantine), the dead temp no upload.
         resp = requests.post(
             base + "api/v3/shaman/checkout/requirements", json={"files": files}, timeout=30
         )
         assert resp.json()["files"][0]["status"] == "unknown"
         assert upload(base, CONTENT).status_code == 204
-        assert blob_fifo.read_bytes() == CONTENT  # a regular file now, read without blocking
+        assert not blob_fifo.exists()
+        assert pending_fifo.read_bytes() == CONTENT  # small: a regular .pending now
         deadline = time.monotonic() + 60
         while log_path.read_text().count("shaman gc: ") < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -204,24 +207,29 @@ def test_fifos_named_like_a_temp_and_a_blob_hang_neither_serve_gc_fsck_nor_shutd
         if proc.stdout is not None:
             proc.stdout.close()
     assert "Traceback" not in log_path.read_text()
-    quarantined = list((storage / "file-store/quarantine").rglob("*.blob"))
-    assert len(quarantined) == 1 and stat.S_ISFIFO(quarantined[0].lstat().st_mode)
+    quarantined = sorted((storage / "file-store/quarantine").rglob("*.*"))
+    assert sorted(p.suffix for p in quarantined) == [".blob", ".pending"]
+    assert all(stat.S_ISFIFO(p.lstat().st_mode) for p in quarantined)
     assert stat.S_ISFIFO(temp_fifo.lstat().st_mode)  # not ours to remove, never opened
 
     other = b"another file"
     make_fifo(store_path(storage, "stored", other, f"{len(other)}.blob"))
+    make_fifo(store_path(storage, "stored", other, f"{len(other)}.pending"))
     gc = run_command(storage, "gc", "--dry-run")
     assert gc.returncode == 0, gc.stdout + gc.stderr
     fsck = run_command(storage, "fsck")
     assert fsck.returncode == 1
     assert f"not-a-regular-file: {temp_fifo}: a FIFO among upload temps" in fsck.stdout
     assert "not-a-regular-file: " in fsck.stdout and f"/{len(other)}.blob: a FIFO" in fsck.stdout
+    assert f"/{len(other)}.pending: a FIFO" in fsck.stdout
     repair = run_command(storage, "fsck", "--repair")
     assert repair.returncode == 0, repair.stdout
     assert not temp_fifo.exists()
     assert not store_path(storage, "stored", other, f"{len(other)}.blob").exists()
+    assert not store_path(storage, "stored", other, f"{len(other)}.pending").exists()
     assert len(list((storage / "file-store/quarantine").rglob("*.blob"))) == 2
-    assert blob_path(storage / "file-store", CONTENT).read_bytes() == CONTENT
+    assert len(list((storage / "file-store/quarantine").rglob("*.pending"))) == 2
+    assert stored_file(storage / "file-store", CONTENT).read_bytes() == CONTENT
 
 
 # ---- a blob changed on disk is not stored ------------------------------------------
@@ -243,44 +251,68 @@ def file_status(manager, data: bytes) -> str:
 
 
 def quarantined(manager) -> list[bytes]:
-    return sorted(p.read_bytes() for p in (manager.store / "quarantine").rglob("*.blob"))
+    """Contents of the quarantined blobs, durable (`.blob`) or not (`.pending`)."""
+    moved = (manager.store / "quarantine").rglob("*")
+    return sorted(p.read_bytes() for p in moved if p.suffix in (".blob", ".pending"))
 
 
-def test_a_truncated_blob_is_quarantined_where_requirements_ask_and_accepted_again(manager):
-    data = b"0123456789" * 100
+def upload_as(manager, data: bytes, form: str) -> Path:
+    """Upload small `data`, as the `.pending` the upload makes or, once a checkout has
+    linked it, as its `.blob`; its path."""
     assert upload(manager.url, data).status_code == 204
-    blob = blob_path(manager.store, data)
+    if form == ".blob":
+        assert checkout(manager, f"job-{time.monotonic_ns()}", "f", data).status_code == 200
+    assert stored_file(manager.store, data) == blob_path(manager.store, data).with_suffix(form)
+    return blob_path(manager.store, data).with_suffix(form)
+
+
+@pytest.mark.parametrize("form", [".pending", ".blob"])
+def test_a_truncated_blob_is_quarantined_where_requirements_ask_and_accepted_again(manager, form):
+    data = b"0123456789" * 100
+    blob = upload_as(manager, data, form)
     os.chmod(blob, 0o644)
     os.truncate(blob, 10)  # the disk lost its tail
     assert requirements(manager, data) == "unknown"
     assert quarantined(manager) == [data[:10]]  # kept for a human, never deleted
+    assert not blob.exists()
     assert upload(manager.url, data).status_code == 204  # not 208 and thrown away
-    assert blob.read_bytes() == data
+    assert pending_path(manager.store, data).read_bytes() == data
     assert requirements(manager, data) == "stored"
 
 
 def test_a_grown_blob_is_quarantined_where_its_status_or_a_checkout_asks(manager):
-    data = b"the right bytes"
-    for ask in ("file status", "checkout", "upload"):
+    for form in (".pending", ".blob"):
+        data = f"the right bytes, {form}".encode()
+        for ask in ("file status", "checkout", "upload"):
+            grow_and_ask(manager, data, form, ask)
+    assert len(quarantined(manager)) == 6
+    for form in (".pending", ".blob"):
+        data = f"the right bytes, {form}".encode()
+        assert checkout(manager, f"job{form}", "f", data).status_code == 200
+        assert (manager.jobs / f"job{form}/f").read_bytes() == data
+        assert blob_path(manager.store, data).read_bytes() == data  # durable now
+        assert not pending_path(manager.store, data).exists()
+
+
+def grow_and_ask(manager, data: bytes, form: str, ask: str) -> None:
+    """Grow the stored `data` (in `form`) on disk, then let `ask` find it."""
+    blob = upload_as(manager, data, form)
+    os.chmod(blob, 0o644)
+    with open(blob, "ab") as f:
+        f.write(b" and more")
+    if ask == "file status":
+        assert file_status(manager, data) == "unknown"
+    elif ask == "checkout":
+        resp = checkout(manager, f"job-{time.monotonic_ns()}", "f", data)
+        assert resp.status_code == 424, resp.text  # missing, nothing linked
+    else:
+        # The upload itself finds the bad blob in the way and takes its place (small:
+        # as a .pending, until a checkout links it).
         assert upload(manager.url, data).status_code == 204
-        blob = blob_path(manager.store, data)
-        os.chmod(blob, 0o644)
-        with open(blob, "ab") as f:
-            f.write(b" and more")
-        if ask == "file status":
-            assert file_status(manager, data) == "unknown"
-        elif ask == "checkout":
-            resp = checkout(manager, f"job-{time.monotonic_ns()}", "f", data)
-            assert resp.status_code == 424, resp.text  # missing, nothing linked
-        else:
-            # The upload itself finds the bad blob in the way and takes its place.
-            assert upload(manager.url, data).status_code == 204
-            assert blob.read_bytes() == data
-            continue
+        assert stored_file(manager.store, data) == pending_path(manager.store, data)
+        assert pending_path(manager.store, data).read_bytes() == data
+    if ask != "upload" or form == ".blob":  # else the new .pending took the bad one's name
         assert not blob.exists()
-    assert len(quarantined(manager)) == 3
-    assert checkout(manager, "job", "f", data).status_code == 200
-    assert (manager.jobs / "job/f").read_bytes() == data
 
 
 # ---- "uploading" means a temp whose lock is held -------------------------------------

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from helpers import sha256
+from helpers import sha256, stored_files
 from reliability_support import json_error
 
 TOKEN = "s3cret-Tok3n-for-the-farm"
@@ -64,7 +64,7 @@ def test_shaman_endpoints_refuse_missing_or_wrong_token(
     resp = call(guarded, method, endpoint, WRONG_AUTHORIZATIONS[authorization], **kwargs)
     assert resp.status_code == 401, resp.text
     json_error(resp)
-    assert list(guarded.store.rglob("*.blob")) == []
+    assert stored_files(guarded.store) == []
     assert list(guarded.jobs.iterdir()) == []
 
 
@@ -119,7 +119,7 @@ def test_legacy_endpoints_refuse_missing_or_wrong_token(
 ):
     resp = call(guarded, method, endpoint, WRONG_AUTHORIZATIONS[authorization], **kwargs)
     assert resp.status_code == 401, resp.text
-    assert list(guarded.store.rglob("*.blob")) == []
+    assert stored_files(guarded.store) == []
     assert list(guarded.jobs.iterdir()) == []
 
 

@@ -1,0 +1,176 @@
+"""Small uploads answered before their bytes are synced, and the rule that makes them
+durable before any checkout links them.
+
+A 4 KiB upload's two fsyncs (its data, its directory) cost more than everything else
+it does, and Flamenco's add-on sends one file per request. So a small verified upload
+becomes `{size}.pending` beside where its `.blob` goes, unsynced. The promise that
+matters is `checkout/create`'s: a checkout answered 200 links only durable blobs. Before
+it links them, `make_durable` syncs the checkout's pending blobs as one group (one
+`syncfs` for many, an fsync each for a few), renames each to its `.blob` name and syncs
+those renames.
+
+After a crash or power cut a `.pending` may hold anything: its name reached the disk,
+its bytes perhaps not. So one counts as stored only if this process wrote it (the same
+inode: no crash can have happened since) or its bytes are hashed again and match; one
+that does not match goes to quarantine. A `.pending` is never linked by a checkout.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from . import system
+from .commit import Ledger, fsync_dir, link_verified, make_read_only
+from .layout import Layout
+from .temps import discard, open_anonymous_temp, open_named_temp, open_regular
+
+SYNCFS_MIN = 32  # pending blobs from which one syncfs is cheaper than an fsync each
+READ_SIZE = 1 << 20  # hashlib releases the GIL on large updates: threads hash in parallel
+
+
+class Presence(enum.Enum):
+    """What the store holds of one (sha, size)."""
+
+    DURABLE = "durable"  # the .blob
+    PENDING = "pending"  # only a trusted .pending
+    MISSING = "missing"
+
+
+def hash_blob(path: str) -> tuple[int, str]:
+    """(bytes read, SHA-256 hex) of the regular file `path`; never opens anything else.
+    Raises OSError (EINVAL if it is not a regular file)."""
+    fd = open_regular(path)
+    if fd is None:
+        raise OSError(errno.EINVAL, "not a regular file (anymore)", path)
+    digest = hashlib.sha256()
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    size = 0
+    with open(fd, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return size, digest.hexdigest()
+
+
+class PendingBlobs:
+    """The `.pending` blobs of one store, and which of them this process wrote."""
+
+    def __init__(self, layout: Layout, ledger: Ledger, pool: ThreadPoolExecutor) -> None:
+        self._layout = layout
+        self._ledger = ledger
+        self._pool = pool  # for the fsyncs of a few pending blobs, issued at once
+        self._anonymous = system.ANONYMOUS_TEMPS_AVAILABLE
+        # (sha, size) -> (st_dev, st_ino) of the .pending this process wrote and verified.
+        self._mine: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def presence(self, sha: str, size: int, *, touch: bool) -> Presence:
+        """DURABLE, PENDING or MISSING; with `touch`, what is there gets mtime now (GC
+        spares it). A wrong blob of either form is moved to quarantine on the way."""
+        layout = self._layout
+        if layout.touch(sha, size) if touch else layout.is_stored(sha, size):
+            return Presence.DURABLE
+        return Presence.PENDING if self._trusted(sha, size, touch) else Presence.MISSING
+
+    def _trusted(self, sha: str, size: int, touch: bool) -> bool:
+        key = (sha, size)
+        path = self._layout.pending_path(sha, size)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self._mine.pop(key, None)
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            self._mine.pop(key, None)
+            self._layout.quarantine(path, st, size)
+            return False
+        if self._mine.get(key) != (st.st_dev, st.st_ino) and not self._verify(path, sha, st):
+            return False
+        if touch:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def _verify(self, path: str, sha: str, st: os.stat_result) -> bool:
+        """Hash a pending blob this process did not write; quarantine it if wrong."""
+        try:
+            nbytes, digest = hash_blob(path)
+        except OSError:
+            return False  # gone meanwhile, or unreadable: not stored
+        if nbytes == st.st_size and digest == sha:
+            self._mine[(sha, st.st_size)] = (st.st_dev, st.st_ino)
+            return True
+        what = f"{nbytes} bytes with SHA-256 {digest} (left unsynced before a crash?)"
+        self._layout.quarantine(path, st, st.st_size, what)
+        return False
+
+    def write(self, sha: str, size: int, chunks: Sequence[bytes]) -> bool:
+        """Store a verified small body as `.pending` (unsynced); False if a blob of it
+        (either form) appeared meanwhile. Raises OSError (ENOSPC...)."""
+        layout = self._layout
+        opened = open_anonymous_temp(layout) if self._anonymous else None
+        if opened is None:
+            self._anonymous = False  # this filesystem cannot: named temps from now on
+            opened = open_named_temp(layout, sha, size)
+        fd, temp = opened
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            make_read_only(fd, temp)
+            if not link_verified(layout, temp, layout.pending_path(sha, size), size):
+                return False
+            st = os.fstat(fd)
+            self._mine[(sha, size)] = (st.st_dev, st.st_ino)
+            self._ledger.add(size)
+            return True
+        finally:
+            discard(fd, temp)
+
+    def make_durable(self, keys: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Sync these pending blobs, rename each to its `.blob` name and sync the
+        renames; the keys whose pending blob vanished meanwhile (quarantined by
+        someone else) and that have no `.blob` either. Raises OSError if a sync fails
+        (nothing is renamed then)."""
+        layout = self._layout
+        pending = [(key, layout.pending_path(*key)) for key in keys]
+        by_syncfs = len(pending) >= SYNCFS_MIN and system.sync_filesystem(layout.stored)
+        if not by_syncfs:
+            for _ in self._pool.map(_fsync_file, [path for _key, path in pending]):
+                pass
+        missing: list[tuple[str, int]] = []
+        dirs: set[str] = set()
+        for key, path in pending:
+            final = layout.blob_path(*key)
+            try:
+                os.rename(path, final)  # over an identical .blob made meanwhile: harmless
+            except FileNotFoundError:
+                if not layout.is_stored(*key):
+                    missing.append(key)
+                continue
+            self._mine.pop(key, None)
+            dirs.add(os.path.dirname(final))
+        if not by_syncfs or not system.sync_filesystem(layout.stored):
+            for _ in self._pool.map(fsync_dir, sorted(dirs)):
+                pass
+        return missing
+
+
+def _fsync_file(path: str) -> None:
+    """fsync a pending blob by name; one that is gone is the caller's to notice."""
+    fd = open_regular(path)
+    if fd is None:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -22,14 +22,14 @@ access_log = logging.getLogger("manager_plugin.http.access")
 
 # A handler may store more for its log line here (e.g. a batch's record count).
 LOG_EXTRA: web.RequestKey[str] = web.RequestKey("shaman_log_extra", str)
+# The X-Shaman-Original-Filename a handler decoded already (not decoded twice).
+FILENAME: web.RequestKey[str] = web.RequestKey("shaman_filename", str)
 # Body bytes received, when not all of them went through aiohttp (a spliced upload).
 BODY_BYTES: web.RequestKey[int] = web.RequestKey("shaman_body_bytes", int)
 
 
 @web.middleware
-async def access_log_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     sent = 0
@@ -43,8 +43,11 @@ async def access_log_middleware(
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        original = request.headers.get(FILENAME_HEADER)
-        extra = f" file={loggable(filename_for_log(original))}" if original else ""
+        name = request.get(FILENAME)
+        if name is None:
+            original = request.headers.get(FILENAME_HEADER)
+            name = filename_for_log(original) if original else None
+        extra = f" file={loggable(name)}" if name else ""
         extra += request.get(LOG_EXTRA, "")
         received = request.get(BODY_BYTES, request.content.total_bytes)
         if status == STATUS[ClientDisconnected]:

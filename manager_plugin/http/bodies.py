@@ -152,15 +152,22 @@ def whole_chunks(
     ClientDisconnected.
     """
     rest = b""
+    taken = 0  # bytes handed out by readchunk so far
 
     async def next_chunk() -> tuple[bytes, bool]:
-        if pace is None:
-            return await content.readchunk()
+        nonlocal taken
+        if pace is None or content.total_bytes > taken:
+            # Buffered already (a small body arrives with its head): nothing to wait for.
+            data, end = await content.readchunk()
+            taken += len(data)
+            return data, end
         try:
             async with asyncio.timeout(pace.wait_limit(content.total_bytes, None)):
-                return await content.readchunk()
+                data, end = await content.readchunk()
         except TimeoutError:
             raise pace.too_slow(content.total_bytes) from None
+        taken += len(data)
+        return data, end
 
     async def read(n: int) -> bytes:
         nonlocal rest

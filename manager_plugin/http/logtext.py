@@ -46,8 +46,7 @@ class EscapingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        escaped = _CONTROL.sub(_escape, message)
-        if escaped != message:
-            record.msg, record.args = escaped, None
+        # The formatted message replaces msg and args either way: the formatter would
+        # otherwise format it a second time.
+        record.msg, record.args = _CONTROL.sub(_escape, record.getMessage()), None
         return True

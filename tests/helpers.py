@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from manager_plugin.models import FileSpec
 from manager_plugin.store import FileStore
 
@@ -85,6 +87,25 @@ def put_blob(store: FileStore, data: bytes, mtime: float | None = None) -> FileS
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return FileSpec(sha, len(data), "")
+
+
+ACCESS_LOGGER = "manager_plugin.http.access"
+
+
+def access_messages(caplog: pytest.LogCaptureFixture, settle: float = 0.05) -> list[str]:
+    """The server's access log lines captured so far, once no new one arrived for
+    `settle` seconds: the server writes each line just after its answer is sent, so
+    one may still be on its way when the client has its answer. The logger's level
+    must still be INFO then (`caplog.set_level`, not a `with caplog.at_level` that
+    ended before this call)."""
+    deadline = time.monotonic() + 10.0
+    seen = -1
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+        if len(lines) == seen or time.monotonic() > deadline:
+            return lines
+        seen = len(lines)
+        time.sleep(settle)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:

@@ -6,6 +6,7 @@ request can never write a line of its own into the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -43,23 +44,29 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        name = request.get(FILENAME)
-        if name is None:
-            original = request.headers.get(FILENAME_HEADER)
-            name = filename_for_log(original) if original else None
-        extra = f" file={loggable(name)}" if name else ""
-        extra += request.get(LOG_EXTRA, "")
-        received = request.get(BODY_BYTES, request.content.total_bytes)
-        if status == STATUS[ClientDisconnected]:
-            of = f" of {request.content_length}" if request.content_length is not None else ""
-            extra += f" client disconnected after {received}{of} body bytes"
-        access_log.info(
-            "%s %s %d in=%d out=%d %.1fms%s",
-            loggable(request.method),
-            loggable(request.path),
-            status,
-            received,
-            sent,
-            elapsed_ms,
-            extra,
-        )
+        # Written once the answer is on its way: formatting and writing the line is then
+        # off the client's wait (the next turn of the loop, after the response is sent).
+        asyncio.get_running_loop().call_soon(_log_request, request, status, sent, elapsed_ms)
+
+
+def _log_request(request: web.Request, status: int, sent: int, elapsed_ms: float) -> None:
+    name = request.get(FILENAME)
+    if name is None:
+        original = request.headers.get(FILENAME_HEADER)
+        name = filename_for_log(original) if original else None
+    extra = f" file={loggable(name)}" if name else ""
+    extra += request.get(LOG_EXTRA, "")
+    received = request.get(BODY_BYTES, request.content.total_bytes)
+    if status == STATUS[ClientDisconnected]:
+        of = f" of {request.content_length}" if request.content_length is not None else ""
+        extra += f" client disconnected after {received}{of} body bytes"
+    access_log.info(
+        "%s %s %d in=%d out=%d %.1fms%s",
+        loggable(request.method),
+        loggable(request.path),
+        status,
+        received,
+        sent,
+        elapsed_ms,
+        extra,
+    )

@@ -16,6 +16,7 @@ from flamenco_shaman.engine import (
     batching,
     uploader,
 )
+from helpers import ACCESS_LOGGER, access_messages
 
 from manager_plugin.http import app as app_module
 from manager_plugin.http.batch_upload import setup_batch_upload_route
@@ -42,15 +43,13 @@ def sequence(tmp_path, blendfiles) -> Path:
 @pytest.fixture
 def access(caplog):
     """The manager's access log lines, as (method, path) pairs."""
-    caplog.set_level(logging.INFO, logger="manager_plugin.http.access")
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
 
     def requests(method: str, fragment: str) -> int:
         return sum(
             1
-            for r in caplog.records
-            if r.name == "manager_plugin.http.access"
-            and r.getMessage().startswith(f"{method} ")
-            and fragment in r.getMessage().split()[1]
+            for line in access_messages(caplog)
+            if line.startswith(f"{method} ") and fragment in line.split()[1]
         )
 
     return requests

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from flamenco_shaman.engine import Submission, SubmitOptions
+from helpers import ACCESS_LOGGER, access_messages
 
 from bench.project import Project, make_project
 
@@ -38,11 +39,7 @@ def submit(manager, blend: Path):
 
 def requests_made(caplog: pytest.LogCaptureFixture) -> list[str]:
     """'METHOD /path status' of each request the manager(s) logged, in order."""
-    return [
-        " ".join(r.getMessage().split()[:3])
-        for r in caplog.records
-        if r.name == "manager_plugin.http.access"
-    ]
+    return [" ".join(line.split()[:3]) for line in access_messages(caplog)]
 
 
 def assert_checkout_matches(manager, result, root: Path) -> None:
@@ -55,8 +52,8 @@ def test_unchanged_resubmission_asks_nothing_and_checks_out_at_once(manager, pro
     blend = project / "scene.blend"
     submit(manager, blend)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
-        result = submit(manager, blend)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    result = submit(manager, blend)
     made = requests_made(caplog)
     assert not [r for r in made if "requirements" in r], made
     assert [r for r in made if "checkout/create" in r] == [
@@ -75,8 +72,8 @@ def test_manager_that_lost_files_gets_them_sent_after_its_424(manager, project, 
         os.chmod(blob.parent, 0o755)
         blob.unlink()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
-        result = submit(manager, blend)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    result = submit(manager, blend)
     made = requests_made(caplog)
     creates = [r for r in made if "checkout/create" in r]
     assert creates == [
@@ -106,8 +103,8 @@ def test_a_changed_file_ends_the_optimism(manager, project, caplog):
     changed = project / FILES[5]
     changed.write_bytes(b"retouched " * 50)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
-        result = submit(manager, blend)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    result = submit(manager, blend)
     made = requests_made(caplog)
     assert [r for r in made if "requirements" in r]  # negotiated the normal way
     assert [r for r in made if "checkout/create" in r] == [

@@ -17,7 +17,7 @@ import pytest
 import urllib3
 from conftest import RunningManager
 from gateway_helpers import RunningGateway
-from helpers import blob_path, pending_path
+from helpers import ACCESS_LOGGER, access_messages, blob_path, pending_path
 
 from manager_plugin.http.filenames import UndecodableFilename, decode_original_filename
 from manager_plugin.http.headerfold import UnfoldingParser, head_end, unfold_head
@@ -78,13 +78,13 @@ def server_url(request: pytest.FixtureRequest) -> tuple[str, str]:
 def test_a_folded_filename_header_uploads_fine(server_url, caplog):
     url, store = server_url
     body = os.urandom(4000) + b"\n \n\tbody bytes that look like a fold stay as they are\r\n\r\n"
-    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
-        answer = raw_upload(url, body, addon_header(LONG_PATH))
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    answer = raw_upload(url, body, addon_header(LONG_PATH))
     assert answer.startswith(b"HTTP/1.1 204 "), answer
     # A small upload: stored verified as .pending until a checkout links it.
     assert pending_path(Path(store), body).read_bytes() == body
     assert not blob_path(Path(store), body).exists()
-    assert any(f"file={LONG_PATH}" in message for message in caplog.messages)
+    assert any(f"file={LONG_PATH}" in line for line in access_messages(caplog))
 
 
 def test_a_folded_header_after_a_body_on_the_same_connection(server_url):

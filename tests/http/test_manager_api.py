@@ -6,7 +6,7 @@ import os
 
 import pytest
 import requests
-from helpers import blob_path, ident, pending_path, stored_files
+from helpers import ACCESS_LOGGER, access_messages, blob_path, ident, pending_path, stored_files
 
 API = "api/v3/"
 
@@ -356,14 +356,14 @@ def test_token_is_required_on_shaman_endpoints_when_configured(manager_factory):
 
 def test_access_log_has_one_line_per_request_without_the_token(manager_factory, caplog):
     manager = manager_factory(token="s3cret")
-    with caplog.at_level("INFO", logger="manager_plugin.http.access"):
-        upload(
-            manager,
-            BLEND,
-            Authorization="Bearer s3cret",
-            **{"X-Shaman-Original-Filename": "s.blend"},
-        )
-    lines = [r.getMessage() for r in caplog.records if r.name == "manager_plugin.http.access"]
+    caplog.set_level("INFO", logger=ACCESS_LOGGER)
+    upload(
+        manager,
+        BLEND,
+        Authorization="Bearer s3cret",
+        **{"X-Shaman-Original-Filename": "s.blend"},
+    )
+    lines = access_messages(caplog)
     assert len(lines) == 1
     assert lines[0].startswith("POST /api/v3/shaman/files/")
     assert " 204 " in lines[0] and f"in={len(BLEND)}" in lines[0] and "s.blend" in lines[0]

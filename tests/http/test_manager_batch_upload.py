@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import blob_path, files_under, ident, temps
+from helpers import ACCESS_LOGGER, access_messages, blob_path, files_under, ident, temps
 
 from manager_plugin.store.batch_receive import MAX_RECORD_SIZE, MAX_RECORDS
 
@@ -198,9 +198,9 @@ def test_overlapping_concurrent_batches_write_each_blob_once(manager):
 
 
 def test_access_log_line_counts_the_records(manager, caplog):
-    with caplog.at_level(logging.INFO, logger="manager_plugin.http.access"):
-        post(manager, b"".join(record(d) for d in small_files(12)))
-    lines = [r.getMessage() for r in caplog.records if "batch-upload" in r.getMessage()]
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    post(manager, b"".join(record(d) for d in small_files(12)))
+    lines = [line for line in access_messages(caplog) if "batch-upload" in line]
     assert len(lines) == 1
     assert "records=12 stored=12" in lines[0]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import blobs, sha256, temps, wait_until
+from helpers import access_messages, blobs, sha256, temps, wait_until
 from reliability_helpers import ManagerProcess
 from reliability_support import (
     abort,
@@ -40,7 +40,7 @@ from manager_plugin.http.server import listening_fds, start_site
 REQUIREMENTS = "api/v3/shaman/checkout/requirements"
 CHECKOUT = "api/v3/shaman/checkout/create"
 BATCH = "api/v3/shaman/batch-upload"
-ACCESS_LOGGER = "manager_plugin.http.access"
+
 SPLICED = 17 * 1024 * 1024  # over bodies.SPLICE_MIN_SIZE: the body is spliced from the socket
 
 
@@ -65,7 +65,7 @@ def tracebacks(lines: list[str]) -> list[str]:
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+    return access_messages(caplog)
 
 
 def open_idle(url: str, count: int) -> list[socket.socket]:

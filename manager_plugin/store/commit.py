@@ -1,9 +1,10 @@
 """The one way a blob appears: a verified temp hard-linked into place, and counted.
 
 A blob is only ever made by `link_verified` from a temp whose bytes were checked
-against the declared size and SHA-256 and made durable first. Counting happens in
-the same (worker) thread as the link, so it stays exactly-once even when the request
-that awaited it is cancelled meanwhile: only the upload whose link made the blob counts.
+against the declared size and SHA-256: a `.blob` after its data was made durable
+(`commit_temp`), a `.pending` before (see `pending`). Counting happens in the same
+thread as the link, so it stays exactly-once even when the request that awaited it is
+cancelled meanwhile: only the upload whose link made the blob counts.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from . import system
 from .layout import Layout, make_leaf_dir
@@ -80,20 +79,6 @@ def make_read_only(fd: int, temp: str) -> None:
         os.fchmod(fd, 0o444)
     else:  # pragma: no cover - Windows before Python 3.13
         os.chmod(temp, 0o444)
-
-
-def make_durable(pool: ThreadPoolExecutor, fds: Iterable[int], dirs: Iterable[str]) -> None:
-    """Flush the files' data and the directories' entries, in parallel.
-
-    fsyncs of many small files issued at once share the filesystem's journal commits.
-    (syncfs(2) would be one call, but it also waits for every other writer's dirty data
-    on the filesystem: one small batch would stall behind a concurrent multi-GB upload.)
-    """
-    sync: Callable[[int], None] = os.fsync
-    for _ in pool.map(sync, fds):
-        pass
-    for _ in pool.map(fsync_dir, dirs):
-        pass
 
 
 def fsync_dir(path: str) -> None:

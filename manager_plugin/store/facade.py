@@ -47,9 +47,14 @@ class FileStore:
         self._io_pool = ThreadPoolExecutor(
             max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="shaman-upload"
         )
-        # fsyncs of a group of small files, issued at once (see commit.make_durable).
+        # fsyncs of a checkout's few pending blobs, issued at once (see `pending`).
         self._fsync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
-        self._pending = PendingBlobs(self.layout, self._ledger, self._fsync_pool)
+        self._pending = PendingBlobs(
+            self.layout,
+            self._ledger,
+            self._fsync_pool,
+            anonymous=tuning.anonymous_temps and system.ANONYMOUS_TEMPS_AVAILABLE,
+        )
         self._receiver = Receiver(
             self.layout,
             self._ledger,
@@ -58,12 +63,7 @@ class FileStore:
             body_read_timeout=body_read_timeout,
             splice=tuning.splice and system.SPLICE_AVAILABLE,
         )
-        self._records = RecordCommitter(
-            self.layout,
-            self._ledger,
-            self._fsync_pool,
-            anonymous=tuning.anonymous_temps and system.ANONYMOUS_TEMPS_AVAILABLE,
-        )
+        self._records = RecordCommitter(self._pending)
 
     def close(self) -> None:
         """Stop the worker threads (uploads still running finish their buffers first)."""
@@ -94,8 +94,9 @@ class FileStore:
 
     @property
     def anonymous_temps(self) -> bool:
-        """Whether batch records go through anonymous temps (tuning, kernel, filesystem)."""
-        return self._records.anonymous_temps
+        """Whether small uploads and batch records go through anonymous temps (tuning,
+        kernel, filesystem)."""
+        return self._pending.anonymous_temps
 
     # ---- status ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import errno
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from . import system
 from .commit import Ledger, fsync_dir, link_verified, make_read_only
 from .layout import Layout
 from .temps import discard, open_anonymous_temp, open_named_temp, open_regular
+
+log = logging.getLogger(__name__)
 
 SYNCFS_MIN = 32  # pending blobs from which one syncfs is cheaper than an fsync each
 READ_SIZE = 1 << 20  # hashlib releases the GIL on large updates: threads hash in parallel
@@ -62,11 +65,14 @@ def hash_blob(path: str) -> tuple[int, str]:
 class PendingBlobs:
     """The `.pending` blobs of one store, and which of them this process wrote."""
 
-    def __init__(self, layout: Layout, ledger: Ledger, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, layout: Layout, ledger: Ledger, pool: ThreadPoolExecutor, *, anonymous: bool
+    ) -> None:
         self._layout = layout
         self._ledger = ledger
         self._pool = pool  # for the fsyncs of a few pending blobs, issued at once
-        self._anonymous = system.ANONYMOUS_TEMPS_AVAILABLE
+        # Temps without a name (see `system`) while the tuning and the filesystem allow.
+        self.anonymous_temps = anonymous
         # (sha, size) -> (st_dev, st_ino) of the .pending this process wrote and verified.
         self._mine: dict[tuple[str, int], tuple[int, int]] = {}
 
@@ -115,10 +121,18 @@ class PendingBlobs:
     def write(self, sha: str, size: int, chunks: Sequence[bytes]) -> bool:
         """Store a verified small body as `.pending` (unsynced); False if a blob of it
         (either form) appeared meanwhile. Raises OSError (ENOSPC...)."""
+        fd, temp = self.written_temp(sha, size, chunks)
+        return self.link(sha, size, fd, temp)
+
+    def written_temp(self, sha: str, size: int, chunks: Sequence[bytes]) -> tuple[int, str]:
+        """A read-only temp holding the verified `chunks`, for `link`: (fd, name).
+        Raises OSError (ENOSPC...) with nothing left behind."""
         layout = self._layout
-        opened = open_anonymous_temp(layout) if self._anonymous else None
+        opened = open_anonymous_temp(layout) if self.anonymous_temps else None
         if opened is None:
-            self._anonymous = False  # this filesystem cannot: named temps from now on
+            if self.anonymous_temps:
+                log.info("no anonymous temp files on this filesystem; named ones")
+                self.anonymous_temps = False
             opened = open_named_temp(layout, sha, size)
         fd, temp = opened
         try:
@@ -127,6 +141,16 @@ class PendingBlobs:
                 while view:
                     view = view[os.write(fd, view) :]
             make_read_only(fd, temp)
+        except BaseException:
+            discard(fd, temp)
+            raise
+        return fd, temp
+
+    def link(self, sha: str, size: int, fd: int, temp: str) -> bool:
+        """Link a `written_temp` as the pending blob; False if a blob of it (either
+        form) appeared meanwhile. Owns `fd`: the temp is closed and removed either way."""
+        layout = self._layout
+        try:
             if not link_verified(layout, temp, layout.pending_path(sha, size), size):
                 return False
             st = os.fstat(fd)

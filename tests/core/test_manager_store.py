@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ident
 
-import manager_plugin.store.batch as batch_module
+import manager_plugin.store.pending as pending_module
 from manager_plugin.config import Config
 from manager_plugin.errors import (
     ChecksumMismatch,
@@ -204,7 +204,7 @@ def test_commit_records_uses_anonymous_temps_and_leaves_no_trace(tmp_path, monke
     def named_temp(*args: object) -> None:
         raise AssertionError("a named temp was made for a small file")
 
-    monkeypatch.setattr(batch_module, "open_named_temp", named_temp)
+    monkeypatch.setattr(pending_module, "open_named_temp", named_temp)
     made_dirs: list[str] = []
     real_mkdir = os.mkdir
     monkeypatch.setattr(
@@ -213,7 +213,7 @@ def test_commit_records_uses_anonymous_temps_and_leaves_no_trace(tmp_path, monke
     records = _records(20)
     assert store.commit_records(records) == [("stored", "")] * 20
     for sha, size, data in records:
-        blob = store.blob_path(sha, size)
+        blob = Path(store.layout.pending_path(sha, size))  # synced by its first checkout
         assert blob.read_bytes() == data
         assert blob.stat().st_mode & 0o777 == 0o444
         assert blob.stat().st_nlink == 1  # the anonymous inode itself, linked once
@@ -237,7 +237,7 @@ def test_commit_records_falls_back_to_named_temps_where_unsupported(tmp_path, mo
     assert store.commit_records(records) == [("stored", "")] * 5
     assert not store.anonymous_temps  # decided once, not retried per file
     for sha, size, data in records:
-        assert store.blob_path(sha, size).read_bytes() == data
+        assert Path(store.layout.pending_path(sha, size)).read_bytes() == data
     assert list(store.uploading_dir.iterdir()) == []  # named temps and their dirs removed
 
 
@@ -266,8 +266,9 @@ def test_portable_fallback_stores_the_same_without_any_linux_feature(tmp_path, m
     assert asyncio.run(store.receive(sha, size, reader(data))) is Received.STORED
     records = _records(5)
     assert store.commit_records(records) == [("stored", "")] * 5
-    for key_sha, key_size, blob in [(sha, size, data), *records]:
-        assert store.blob_path(key_sha, key_size).read_bytes() == blob
+    assert store.blob_path(sha, size).read_bytes() == data  # large: durable at once
+    for key_sha, key_size, blob in records:  # small: pending until a checkout
+        assert Path(store.layout.pending_path(key_sha, key_size)).read_bytes() == blob
     assert leftovers(store) == []
     assert list(store.uploading_dir.iterdir()) == []
 

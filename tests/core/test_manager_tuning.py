@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import blob_path, temps, wait_until
+from helpers import blob_path, pending_path, temps, wait_until
 from reliability_support import upload
 
 import manager_plugin.http.bodies as bodies_module
@@ -116,7 +116,7 @@ def test_batch_records_are_stored_the_same_with_or_without_anonymous_temps(manag
     assert resp.status_code == 200, resp.text
     assert [f["status"] for f in resp.json()["files"]] == ["stored"] * len(datas)
     for data in datas:
-        assert blob_path(manager.store, data).read_bytes() == data
+        assert pending_path(manager.store, data).read_bytes() == data
     assert list((manager.store / "uploading").iterdir()) == []
     anonymous = tuning.anonymous_temps and system.ANONYMOUS_TEMPS_AVAILABLE
     assert manager.service.store.anonymous_temps == anonymous

@@ -12,12 +12,25 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import ACCESS_LOGGER, access_messages, blob_path, files_under, ident, temps
+from helpers import (
+    ACCESS_LOGGER,
+    access_messages,
+    blob_path,
+    files_under,
+    ident,
+    pending_path,
+    temps,
+)
 
 from manager_plugin.store.batch_receive import MAX_RECORD_SIZE, MAX_RECORDS
 
 BATCH = "api/v3/shaman/batch-upload"
 CONTENT_TYPE = {"Content-Type": "application/x-shaman-batch"}
+
+
+def held(store, data: bytes) -> bool:
+    """Whether the store keeps `data` in either form (a batch record lands `.pending`)."""
+    return blob_path(store, data).exists() or pending_path(store, data).exists()
 
 
 def record(data: bytes, sha: str | None = None, size: int | None = None) -> bytes:
@@ -48,9 +61,9 @@ def test_batch_stores_every_record_and_answers_in_order(manager):
     assert [(a["sha"], a["size"]) for a in answer] == [ident(d) for d in files]
     assert {a["status"] for a in answer} == {"stored"}
     for data in files:
-        assert blob_path(manager.store, data).read_bytes() == data
-        assert not os.access(blob_path(manager.store, data), os.W_OK) or os.geteuid() == 0
-        assert blob_path(manager.store, data).stat().st_mode & 0o777 == 0o444
+        assert pending_path(manager.store, data).read_bytes() == data
+        assert not os.access(pending_path(manager.store, data), os.W_OK) or os.geteuid() == 0
+        assert pending_path(manager.store, data).stat().st_mode & 0o777 == 0o444
     assert temps(manager.store) == []
 
 
@@ -81,7 +94,9 @@ def test_wrong_checksum_record_is_rejected_and_the_others_stored(manager):
     answer = resp.json()["files"]
     assert [a["status"] for a in answer] == ["stored", "rejected", "stored"]
     assert "SHA-256" in answer[1]["message"]
-    assert blob_path(manager.store, good1).exists() and blob_path(manager.store, good2).exists()
+    assert (
+        pending_path(manager.store, good1).exists() and pending_path(manager.store, good2).exists()
+    )
     assert not (manager.store / "stored" / wrong[:2] / wrong[2:]).exists()
     assert manager.service.store.blobs_written == 2
     assert temps(manager.store) == []
@@ -101,7 +116,7 @@ def test_oversized_record_is_400_naming_it_and_earlier_records_stay(manager):
     body = record(first) + f"{'a' * 64} {big}\n".encode() + b"x" * 1000
     resp = post(manager, body)
     assert_malformed(resp, "record 1", str(MAX_RECORD_SIZE))
-    assert blob_path(manager.store, first).read_bytes() == first
+    assert pending_path(manager.store, first).read_bytes() == first
     assert temps(manager.store) == []
 
 
@@ -110,8 +125,8 @@ def test_truncated_record_is_400_and_leaves_no_temp(manager):
     body = record(first) + record(second)[:-5]
     resp = post(manager, body)
     assert_malformed(resp, "record 1", "ends after")
-    assert blob_path(manager.store, first).exists()
-    assert not blob_path(manager.store, second).exists()
+    assert pending_path(manager.store, first).exists()
+    assert not held(manager.store, second)
     assert temps(manager.store) == []
 
 
@@ -124,7 +139,7 @@ def test_malformed_header_is_400_naming_the_record(manager, header: bytes):
     first = b"fine"
     resp = post(manager, record(first) + header + b"12345")
     assert_malformed(resp, "record 1")
-    assert blob_path(manager.store, first).exists()
+    assert pending_path(manager.store, first).exists()
     assert temps(manager.store) == []
 
 
@@ -137,7 +152,7 @@ def test_too_many_records_is_400(manager):
     body = record(b"") * (MAX_RECORDS + 1)
     resp = post(manager, body)
     assert_malformed(resp, f"record {MAX_RECORDS}", str(MAX_RECORDS))
-    assert blob_path(manager.store, b"").exists()
+    assert pending_path(manager.store, b"").exists()
     assert temps(manager.store) == []
 
 
@@ -151,7 +166,7 @@ def test_stalled_batch_gets_408_and_leaves_no_temp(manager_factory):
         sock.settimeout(10)
         answer = sock.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408")
-    assert blob_path(manager.store, b"sent in full").exists()
+    assert pending_path(manager.store, b"sent in full").exists()
     assert temps(manager.store) == []
 
 
@@ -229,9 +244,9 @@ def test_batch_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manager
     assert resp.status_code == 507, resp.text
     assert "full" in resp.json()["message"]
     assert temps(manager.store) == []
-    assert not any(blob_path(manager.store, d).exists() for d in files)
+    assert not any(held(manager.store, d) for d in files)
 
     filler.unlink()
     resp = post(manager, body)
     assert [a["status"] for a in resp.json()["files"]] == ["stored"] * 4
-    assert all(blob_path(manager.store, d).read_bytes() == d for d in files)
+    assert all(pending_path(manager.store, d).read_bytes() == d for d in files)

@@ -80,6 +80,11 @@ class PendingBlobs:
         """DURABLE, PENDING or MISSING; with `touch`, what is there gets mtime now (GC
         spares it). A wrong blob of either form is moved to quarantine on the way."""
         layout = self._layout
+        # A file never sent has no directory: one check that raises nothing, instead of
+        # two lstats that each raise (a first upload asks twice per file, GET and POST).
+        if not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
+            self._mine.pop((sha, size), None)
+            return Presence.MISSING
         if layout.touch(sha, size) if touch else layout.is_stored(sha, size):
             return Presence.DURABLE
         return Presence.PENDING if self._trusted(sha, size, touch) else Presence.MISSING

@@ -105,6 +105,8 @@ def live_temp_exists(layout: Layout, sha: str, size: int) -> bool:
     """True if any process sharing the storage is uploading (sha, size) right now."""
     prefix = f"{size}-"
     directory = layout.upload_dir(sha)
+    if not os.access(directory, os.F_OK):  # the usual answer, without raising
+        return False
     try:
         names = os.listdir(directory)
     except OSError:

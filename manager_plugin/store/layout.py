@@ -104,7 +104,11 @@ class Layout:
             return False
 
     def holds(self, path: str, size: int) -> bool:
-        """True if the blob at `path` is a regular file of `size` bytes.
+        """True if the blob at `path` is a regular file of `size` bytes (see `held`)."""
+        return self.held(path, size) is not None
+
+    def held(self, path: str, size: int) -> os.stat_result | None:
+        """The lstat of the blob at `path` if it is a regular file of `size` bytes.
 
         Checked wherever a blob is declared stored (requirements, file status, checkout,
         upload). One that exists but is not (truncated or grown on disk, replaced by a
@@ -114,11 +118,11 @@ class Layout:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            return False
+            return None
         if stat.S_ISREG(st.st_mode) and st.st_size == size:
-            return True
+            return st
         self.quarantine(path, st, size)
-        return False
+        return None
 
     def quarantine(self, path: str, st: os.stat_result, size: int, what: str | None = None) -> None:
         """Move the bad blob `path` (as `st` saw it) to quarantine/; never deletes it.

@@ -22,7 +22,6 @@ import errno
 import hashlib
 import logging
 import os
-import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,14 +91,9 @@ class PendingBlobs:
     def _trusted(self, sha: str, size: int, touch: bool) -> bool:
         key = (sha, size)
         path = self._layout.pending_path(sha, size)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        st = self._layout.held(path, size)  # the one "is it stored?" check, as for .blob
+        if st is None:
             self._mine.pop(key, None)
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            self._mine.pop(key, None)
-            self._layout.quarantine(path, st, size)
             return False
         if self._mine.get(key) != (st.st_dev, st.st_ino) and not self._verify(path, sha, st):
             return False

@@ -58,6 +58,16 @@ def unfold_head(head: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", request_line) + fields
 
 
+def is_plain_head(head: bytes) -> bool:
+    """Whether `unfold_head` would leave `head` as it is: every line ends with CRLF
+    and none continues the one before it."""
+    return (
+        head.count(b"\n") == head.count(b"\r\n")
+        and b"\n " not in head
+        and b"\n\t" not in head
+    )
+
+
 def body_length(head: bytes) -> int | None:
     """A request head's body length: Content-Length, 0 without one, None when chunked
     or unclear (then the parser's own framing is followed, see UnfoldingParser)."""
@@ -97,6 +107,10 @@ class UnfoldingParser:
     def feed_data(self, data: bytes | bytearray) -> Any:
         if self._raw and self._body is not None and self._body.is_eof():
             self._raw, self._body = False, None
+        if not (self._head or self._left or self._raw) and data:
+            fast = self._feed_plain(data)
+            if fast is not None:
+                return fast
         if not data:
             # The protocol's poke to re-parse what the paused parser holds: always passed
             # on, even while we hold part of a head, or those messages would never come.
@@ -140,6 +154,23 @@ class UnfoldingParser:
             self._left = length
             if not data:
                 return messages, False, b""
+
+    def _feed_plain(self, data: bytes | bytearray) -> Any:
+        """The usual case in one step: `data` starts with a whole head that needs no
+        unfolding (CRLF line ends, no continuation lines), followed by at most its own
+        body. Fed to the parser as it is; None when `data` is anything else."""
+        end = data.find(b"\r\n\r\n")
+        if end <= 0:
+            return None
+        head = bytes(data[: end + 4])
+        if not is_plain_head(head):
+            return None
+        length = body_length(head)
+        rest = len(data) - len(head)
+        if length is None or rest > length:
+            return None  # chunked or unclear, or a next request behind the body
+        self._left = length - rest
+        return self._inner.feed_data(data)
 
     def _merge(self, messages: list[Any], result: Any) -> Any:
         if not messages:

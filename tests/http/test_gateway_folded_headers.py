@@ -136,6 +136,11 @@ def test_an_unknown_charset_is_400_as_in_go(manager: RunningManager):
         ("=?iso-8859-1?q?r=E1n?=", "rán"),
         ("=?utf-8?b?!!!?=", "=?utf-8?b?!!!?="),  # malformed: kept as written, like Go
         ("=?utf-8?q?bad=ZZ?=", "=?utf-8?q?bad=ZZ?="),
+        ("=?utf-8?q?bad=2?=", "=?utf-8?q?bad=2?="),  # an escape cut short
+        ("=?utf-8?q?tab\there?=", "tab\there"),
+        ("=?utf-8?q?a=2fb_c=3d?=", "a/b c="),  # lowercase hex, `_` is a space
+        ("=?utf-8?q?=C3=A1 x?=", "\u00e1 x"),
+        ("=?utf-8?q?bell\x07?=", "=?utf-8?q?bell\x07?="),  # a control character
     ],
 )
 def test_rfc2047_names_decode_like_gos_word_decoder(raw, decoded):
@@ -209,3 +214,47 @@ def test_a_chunked_body_passes_untouched():
     data = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\na\n b\r\n0\r\n\r\n"
     parser.feed_data(data)
     assert b"".join(inner.fed) == data
+
+
+def test_a_plain_head_and_its_whole_body_go_to_the_parser_in_one_piece():
+    inner = RecordingParser()
+    parser = UnfoldingParser(inner)
+    first = b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nab\n cd"
+    parser.feed_data(first)
+    assert inner.fed == [first]  # no copy of the head held, no second call for the body
+    # The body was counted: a folded head right behind it is still unfolded.
+    parser.feed_data(b"GET / HTTP/1.1\r\nX-A: 1\n 2\r\n\r\n")
+    assert inner.fed[1:] == [b"GET / HTTP/1.1\r\nX-A: 1 2\r\n\r\n"]
+
+
+def test_a_plain_head_with_part_of_its_body_counts_the_rest_through():
+    inner = RecordingParser()
+    parser = UnfoldingParser(inner)
+    parser.feed_data(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab")
+    parser.feed_data(b"\n\n \r\n\r\n")  # the body's last 7 bytes: they hold a head end
+    parser.feed_data(b"GET / HTTP/1.1\nX-A: 1\n\n")
+    assert b"".join(inner.fed) == (
+        b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab\n\n \r\n\r\n"
+        b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # a folded head behind a plain one in the same read
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\nX-A: 1\n 2\r\n\r\n",
+        # a bare LF line end before the CRLF blank line
+        b"GET / HTTP/1.1\nX-A: 1\r\n\r\n",
+        # a continuation line in the head
+        b"GET / HTTP/1.1\r\nX-A: 1\r\n 2\r\n\r\n",
+    ],
+)
+def test_anything_but_one_plain_message_takes_the_unfolding_way(data):
+    fast, slow = RecordingParser(), RecordingParser()
+    UnfoldingParser(fast).feed_data(data)
+    piecewise = UnfoldingParser(slow)  # one byte per read: never the one-piece way
+    for i in range(len(data)):
+        piecewise.feed_data(data[i : i + 1])
+    assert b"".join(fast.fed) == b"".join(slow.fed)
+    assert b"\n " not in b"".join(fast.fed)

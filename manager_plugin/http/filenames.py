@@ -18,7 +18,8 @@ HEADER = "X-Shaman-Original-Filename"
 
 _WORD = re.compile(r"=\?([^?]*)\?([^?])\?(.*?)\?=")
 _CODECS = {"utf-8": "utf-8", "iso-8859-1": "latin-1", "us-ascii": "ascii"}
-_HEX = frozenset("0123456789abcdefABCDEF")
+# Every character a "Q" word may hold: printable ASCII but `=`, tab, or `=` and two hex digits.
+_Q_TEXT = re.compile(r"(?:[\t -<>-~]|=[0-9A-Fa-f]{2})*")
 
 
 class UndecodableFilename(InvalidRequest):
@@ -26,24 +27,11 @@ class UndecodableFilename(InvalidRequest):
 
 
 def _q_bytes(text: str) -> bytes | None:
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "_":
-            out.append(0x20)
-        elif char == "=":
-            pair = text[i + 1 : i + 3]
-            if len(pair) < 2 or not set(pair) <= _HEX:
-                return None
-            out.append(int(pair, 16))
-            i += 2
-        elif char in "\t" or " " <= char <= "~":
-            out.append(ord(char))
-        else:
-            return None
-        i += 1
-    return bytes(out)
+    """A "Q" word's bytes: `_` is a space, `=XX` a byte in hex, any other printable
+    ASCII or tab itself; None for anything else (a lone `=`, a control character)."""
+    if _Q_TEXT.fullmatch(text) is None:
+        return None
+    return binascii.a2b_qp(text, header=True)
 
 
 def _word_bytes(encoding: str, text: str) -> bytes | None:

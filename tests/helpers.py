@@ -94,10 +94,10 @@ ACCESS_LOGGER = "manager_plugin.http.access"
 
 def access_messages(caplog: pytest.LogCaptureFixture, settle: float = 0.05) -> list[str]:
     """The server's access log lines captured so far, once no new one arrived for
-    `settle` seconds: the server writes each line just after its answer is sent, so
-    one may still be on its way when the client has its answer. The logger's level
-    must still be INFO then (`caplog.set_level`, not a `with caplog.at_level` that
-    ended before this call)."""
+    `settle` seconds: the server writes its lines a few ms after their answers are
+    sent (see accesslog._Backlog), so some may still be on their way when the client
+    has its answer. The logger's level must still be INFO then (`caplog.set_level`,
+    not a `with caplog.at_level` that ended before this call)."""
     deadline = time.monotonic() + 10.0
     seen = -1
     while True:
@@ -106,6 +106,13 @@ def access_messages(caplog: pytest.LogCaptureFixture, settle: float = 0.05) -> l
             return lines
         seen = len(lines)
         time.sleep(settle)
+
+
+def clear_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Forget the records captured so far, once the access lines of the requests
+    already answered are among them (see `access_messages`)."""
+    access_messages(caplog)
+    caplog.clear()
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:

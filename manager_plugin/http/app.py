@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..service import ShamanService
-from .accesslog import access_log_middleware
+from .accesslog import access_log_middleware, write_out_access_log
 from .auth import guard_middleware_for
 from .batch_upload import setup_batch_upload_route
 from .bigbodies import add_body_slots
@@ -58,6 +58,7 @@ def create_app(config: Config, *, service: ShamanService | None = None) -> web.A
         setup_gateway_routes(app, service.config.gateway, service.config.jobs_path)
     app.on_startup.append(_prepare_storage)
     app.cleanup_ctx.append(_periodic_gc)
+    app.on_cleanup.append(write_out_access_log)
     if owned:  # a service handed in belongs to the caller, who closes it
         app.on_cleanup.append(_close_service)
     return app

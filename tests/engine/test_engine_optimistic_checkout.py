@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from flamenco_shaman.engine import Submission, SubmitOptions
-from helpers import ACCESS_LOGGER, access_messages
+from helpers import ACCESS_LOGGER, access_messages, clear_access_log
 
 from bench.project import Project, make_project
 
@@ -50,9 +50,9 @@ def assert_checkout_matches(manager, result, root: Path) -> None:
 
 def test_unchanged_resubmission_asks_nothing_and_checks_out_at_once(manager, project, caplog):
     blend = project / "scene.blend"
-    submit(manager, blend)
-    caplog.clear()
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    submit(manager, blend)
+    clear_access_log(caplog)
     result = submit(manager, blend)
     made = requests_made(caplog)
     assert not [r for r in made if "requirements" in r], made
@@ -66,13 +66,13 @@ def test_unchanged_resubmission_asks_nothing_and_checks_out_at_once(manager, pro
 
 def test_manager_that_lost_files_gets_them_sent_after_its_424(manager, project, caplog):
     blend = project / "scene.blend"
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     submit(manager, blend)
     lost = sorted((manager.store / "stored").rglob("*.blob"))[:3]
     for blob in lost:  # as if GC had collected them
         os.chmod(blob.parent, 0o755)
         blob.unlink()
-    caplog.clear()
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    clear_access_log(caplog)
     result = submit(manager, blend)
     made = requests_made(caplog)
     creates = [r for r in made if "checkout/create" in r]
@@ -99,11 +99,11 @@ def test_warm_cache_and_a_new_manager_sends_everything(manager_factory, project)
 
 def test_a_changed_file_ends_the_optimism(manager, project, caplog):
     blend = project / "scene.blend"
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     submit(manager, blend)
     changed = project / FILES[5]
     changed.write_bytes(b"retouched " * 50)
-    caplog.clear()
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    clear_access_log(caplog)
     result = submit(manager, blend)
     made = requests_made(caplog)
     assert [r for r in made if "requirements" in r]  # negotiated the normal way

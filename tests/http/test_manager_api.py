@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
+import aiohttp
 import pytest
 import requests
 from helpers import ACCESS_LOGGER, access_messages, blob_path, ident, pending_path, stored_files
+
+from manager_plugin.config import Config
+from manager_plugin.http.server import start_site
 
 API = "api/v3/"
 
@@ -368,3 +373,24 @@ def test_access_log_has_one_line_per_request_without_the_token(manager_factory, 
     assert lines[0].startswith("POST /api/v3/shaman/files/")
     assert " 204 " in lines[0] and f"in={len(BLEND)}" in lines[0] and "s.blend" in lines[0]
     assert "s3cret" not in caplog.text
+
+
+def test_access_lines_still_waiting_are_written_when_the_server_stops(tmp_path, caplog):
+    """Lines are written a few ms after their answers, several per turn of the loop;
+    a server stopped right after answering still writes every one of them."""
+
+    async def answer_then_stop() -> None:
+        config = Config(listen="127.0.0.1:0", storage_path=tmp_path / "storage")
+        runner, url = await start_site(config)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(3):
+                    async with session.get(f"{url}{API}version") as response:
+                        assert response.status == 200
+        finally:
+            await runner.cleanup()  # at once: before WRITE_DELAY has passed
+
+    caplog.set_level("INFO", logger=ACCESS_LOGGER)
+    asyncio.run(answer_then_stop())
+    lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert [line.split()[:3] for line in lines] == [["GET", f"/{API}version", "200"]] * 3

@@ -10,6 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import diskstate
 from .context import Context, Scenario
 from .report import Row, machine, render_text, write_results
 from .scale import FULL, QUICK
@@ -45,10 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # 1-min load average at or above this: other processes took a core or more of ours.
 BUSY_LOAD = 1.0
+# How long a scenario waits at most for file creation to be calm (see `diskstate`);
+# --quick runs (the test suite's) do not wait.
+CALM_WAIT = 180.0
 
 
 def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
     """Run one scenario; a failure becomes error rows, so the table always has every row."""
+    disk_us, waited = diskstate.wait_until_calm(
+        ctx.workdir("probe"), 0.0 if ctx.scale.name == QUICK.name else CALM_WAIT
+    )
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     try:
@@ -66,7 +73,9 @@ def run_scenario(scenario: Scenario, ctx: Context) -> list[Row]:
         row.seconds = seconds
         row.data["loadavg_1m"] = round(load, 2)
         row.data["loadavg_1m_before"] = round(load_before, 2)
+        row.data["disk_probe_us"] = round(disk_us, 1)
         if row.error is None:
+            row.notes.append(diskstate.note(disk_us, waited))
             # Other processes competed for the CPU: ratios that need every core suffer most.
             row.notes.append(
                 f"{'MEASURED UNDER LOAD, absolute figures unreliable: ' if busy else ''}"

@@ -9,6 +9,13 @@ it links them, `make_durable` syncs the checkout's pending blobs as one group (o
 `syncfs` for many, an fsync each for a few), renames each to its `.blob` name and syncs
 those renames.
 
+While small uploads keep coming, every FLUSH_EVERY of them start one `syncfs` on a
+worker thread (at most one at a time, nobody waits for it): the kernel writes their
+bytes out while the uploads go on, so the checkout's own sync finds little left to do
+(2,500 pending blobs: the checkout's make_durable took 40 ms instead of 85). It is only
+a head start: what makes a blob durable is still make_durable's sync, and a failed
+early flush is left for that one to report.
+
 After a crash or power cut a `.pending` may hold anything: its name reached the disk,
 its bytes perhaps not. So one counts as stored only if this process wrote it (the same
 inode: no crash can have happened since) or its bytes are hashed again and match; one
@@ -23,7 +30,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import system
 from .commit import Ledger, fsync_dir, link_verified, make_read_only
@@ -33,6 +40,7 @@ from .temps import discard, open_anonymous_temp, open_named_temp, open_regular
 log = logging.getLogger(__name__)
 
 SYNCFS_MIN = 32  # pending blobs from which one syncfs is cheaper than an fsync each
+FLUSH_EVERY = 512  # pending blobs written between two early flushes (see above)
 READ_SIZE = 1 << 20  # hashlib releases the GIL on large updates: threads hash in parallel
 
 
@@ -74,6 +82,8 @@ class PendingBlobs:
         self.anonymous_temps = anonymous
         # (sha, size) -> (st_dev, st_ino) of the .pending this process wrote and verified.
         self._mine: dict[tuple[str, int], tuple[int, int]] = {}
+        self._unflushed = 0  # pending blobs written since the last early flush started
+        self._flushing: Future[None] | None = None
 
     def presence(self, sha: str, size: int, *, touch: bool) -> Presence:
         """DURABLE, PENDING or MISSING; with `touch`, what is there gets mtime now (GC
@@ -155,9 +165,22 @@ class PendingBlobs:
             st = os.fstat(fd)
             self._mine[(sha, size)] = (st.st_dev, st.st_ino)
             self._ledger.add(size)
+            self._unflushed += 1
+            if self._unflushed >= FLUSH_EVERY:
+                self._flush_early()
             return True
         finally:
             discard(fd, temp)
+
+    def _flush_early(self) -> None:
+        """Start a syncfs on a worker thread unless one is still running."""
+        if self._flushing is not None and not self._flushing.done():
+            return
+        self._unflushed = 0
+        try:
+            self._flushing = self._pool.submit(_flush_quietly, self._layout.stored)
+        except RuntimeError:  # the pool is shut down: the store is closing
+            self._flushing = None
 
     def make_durable(self, keys: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
         """Sync these pending blobs, rename each to its `.blob` name and sync the
@@ -186,6 +209,14 @@ class PendingBlobs:
             for _ in self._pool.map(fsync_dir, sorted(dirs)):
                 pass
         return missing
+
+
+def _flush_quietly(directory: str) -> None:
+    """An early flush: a failure is for the checkout's own sync to report."""
+    try:
+        system.sync_filesystem(directory)
+    except OSError as exc:
+        log.debug("early flush of pending blobs failed (the checkout's sync decides): %s", exc)
 
 
 def _fsync_file(path: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -131,6 +132,72 @@ def test_many_pending_blobs_are_made_durable_with_one_filesystem_sync(store, mon
     assert syncs.fsynced == []
     assert all(store.blob_path(*ident(d)).exists() for d in datas)
     assert not any(_pending(store, d).exists() for d in datas)
+
+
+def _wait_for_early_flush(store: FileStore) -> None:
+    flushing = store._pending._flushing
+    if flushing is not None:
+        flushing.result(timeout=30)
+
+
+def test_small_uploads_start_an_early_flush_every_flush_every_blobs(store, monkeypatch):
+    monkeypatch.setattr(pending_module, "FLUSH_EVERY", 3)
+    syncs = _Syncs(monkeypatch)
+    for i in range(7):
+        _upload(store, os.urandom(50 + i))
+        _wait_for_early_flush(store)
+    assert syncs.syncfs == 2  # after the 3rd and the 6th
+    assert syncs.fsynced == []
+    # Only a head start: the blobs are still pending, nothing is renamed or linked.
+    assert len(list((store.layout.root / "stored").rglob("*.pending"))) == 7
+    assert list((store.layout.root / "stored").rglob("*.blob")) == []
+
+
+def test_a_failed_early_flush_changes_nothing_and_the_checkout_still_syncs(store, monkeypatch):
+    monkeypatch.setattr(pending_module, "FLUSH_EVERY", 2)
+    calls: list[str] = []
+    real_syncfs = pending_module.system.sync_filesystem
+
+    def syncfs(path: str) -> bool:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error", path)  # the early one
+        return real_syncfs(path)
+
+    monkeypatch.setattr(pending_module.system, "sync_filesystem", syncfs)
+    datas = [os.urandom(60 + i) for i in range(pending_module.SYNCFS_MIN)]
+    assert _upload(store, datas[0]) is Received.STORED
+    assert _upload(store, datas[1]) is Received.STORED  # starts the failing flush
+    _wait_for_early_flush(store)
+    for data in datas[2:]:
+        assert _upload(store, data) is Received.STORED
+        _wait_for_early_flush(store)
+    early = len(calls)
+    builder = _builder(store)
+    try:
+        builder.create("job", _specs(datas))
+    finally:
+        builder.close()
+    assert len(calls) == early + 2  # the checkout's own: the data, then the renames
+    assert all(store.blob_path(*ident(d)).read_bytes() == d for d in datas)
+
+
+def test_no_second_early_flush_starts_while_one_runs(store, monkeypatch):
+    monkeypatch.setattr(pending_module, "FLUSH_EVERY", 1)
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_syncfs(path: str) -> bool:
+        calls.append(path)
+        release.wait(30)
+        return True
+
+    monkeypatch.setattr(pending_module.system, "sync_filesystem", slow_syncfs)
+    for i in range(5):
+        _upload(store, os.urandom(70 + i))  # uploads never wait for the flush
+    release.set()
+    _wait_for_early_flush(store)
+    assert len(calls) == 1
 
 
 def test_a_pending_blob_of_another_process_is_hashed_then_trusted(store, tmp_path):

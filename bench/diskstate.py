@@ -12,10 +12,11 @@ probe found.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
+
+from .baselines import create_files
 
 PROBE_FILES = 300
 CALM_US = 150.0  # per mkdir + 4 KiB file; calm runs measured 40-120
@@ -26,19 +27,9 @@ def probe(directory: Path, count: int = PROBE_FILES) -> float:
     """Microseconds per (mkdir + write a 4 KiB file) for `count` of them in `directory`,
     removed again afterwards."""
     root = directory / f"probe-{time.time_ns()}"
-    root.mkdir(parents=True)
-    data = b"\0" * 4096
     try:
-        start = time.perf_counter()
-        for i in range(count):
-            sub = f"{root}/{i}"
-            os.mkdir(sub)
-            fd = os.open(f"{sub}/f", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        return (time.perf_counter() - start) * 1e6 / count
+        seconds = create_files(root, [f"{i}/f" for i in range(count)], b"\0" * 4096)
+        return seconds * 1e6 / count
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

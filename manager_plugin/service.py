@@ -28,7 +28,7 @@ from .models import FileSpec, FileStatus
 from .paths import validate_checkout_path
 from .portable import portability_problems, summary
 from .protocol import JOBS_ROOT
-from .store import FileStore, Reader, Received
+from .store import FileStore, IncomingSmall, Reader, Received
 from .store.batch_receive import BatchReceiver
 
 if TYPE_CHECKING:
@@ -119,6 +119,12 @@ class ShamanService:
         """Stream one file's body into the store (see `FileStore.receive`): stored by this
         call, or already stored (maybe by a concurrent upload that finished first)."""
         return await self.store.receive(sha, size, read, can_defer=can_defer, source=source)
+
+    def expect_small(self, sha: str, size: int) -> IncomingSmall | None:
+        """A small upload whose body is in hand or on its way, registered as in flight
+        (see `FileStore.expect_small`); None, with nothing done, when it must go through
+        `receive`."""
+        return self.store.expect_small(sha, size)
 
     def batch_receiver(self, read: Reader, pace: BodyPace | None) -> BatchReceiver:
         """A reader of one batch-upload body that stores its records as they complete."""

@@ -9,14 +9,16 @@ one way a blob appears), `pending` (small uploads not synced yet, until a checko
 
 from .facade import FileStore
 from .pending import Presence
-from .receive import Received
+from .receive import SMALL_BODY, IncomingSmall, Received
 from .sinks import Reader
 from .splice import SocketSource
 from .temps import STALE_TEMP_AGE, is_disk_full
 
 __all__ = [
+    "SMALL_BODY",
     "STALE_TEMP_AGE",
     "FileStore",
+    "IncomingSmall",
     "Presence",
     "Reader",
     "Received",

@@ -20,7 +20,7 @@ from .batch import Record, RecordCommitter, RecordResult
 from .commit import Ledger
 from .layout import Layout
 from .pending import PendingBlobs, Presence
-from .receive import Received, Receiver
+from .receive import IncomingSmall, Received, Receiver
 from .sinks import Reader
 from .splice import SocketSource
 from .temps import STALE_TEMP_AGE, live_temp_exists, remove_stale_temps
@@ -171,6 +171,11 @@ class FileStore:
     ) -> Received:
         """Stream one body into the store; see `receive.Receiver.receive`."""
         return await self._receiver.receive(sha, size, read, can_defer=can_defer, source=source)
+
+    def expect_small(self, sha: str, size: int) -> IncomingSmall | None:
+        """Register a small upload whose body is in hand or on its way; None (nothing
+        done) when it must go through `receive`. See `receive.IncomingSmall`."""
+        return self._receiver.expect_small(sha, size)
 
     def commit_records(self, records: list[Record]) -> list[RecordResult]:
         """Store a group of small files received whole, in one thread hop; see `batch`."""

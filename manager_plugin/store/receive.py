@@ -96,9 +96,7 @@ class Receiver:
             mine.stored = outcome is Received.STORED
             return outcome
         finally:
-            mine.done.set()
-            if self.uploads.get(key) is mine:
-                del self.uploads[key]
+            self.forget(key, mine)
 
     async def _fill_and_commit(self, sink: BodySink, sha: str, size: int, final: str) -> Received:
         fd, temp = await asyncio.to_thread(open_named_temp, self._layout, sha, size)
@@ -128,35 +126,69 @@ class Receiver:
                 raise StorageFull("storage is full; upload discarded") from exc
             raise
 
+    def expect_small(self, sha: str, size: int) -> IncomingSmall | None:
+        """Register a small upload whose body is in hand or on its way (see
+        IncomingSmall); None, with nothing done, when it must go through `receive`
+        instead: too big for a small upload, or another upload of it is in flight here."""
+        key = (sha, size)
+        if size > SMALL_BODY or key in self.uploads:
+            return None
+        upload = Upload(asyncio.Event())
+        self.uploads[key] = upload
+        return IncomingSmall(self, sha, size, upload)
+
+    def store_whole(self, sha: str, size: int, body: bytes, can_defer: bool) -> Received:
+        """Check and store a small body read whole (its upload registered by the caller)."""
+        if not self._may_store_small(sha, size, can_defer):
+            return Received.ALREADY_STORED
+        refuse_overlong(size, len(body))
+        check_body(sha, size, len(body), hashlib.sha256(body))
+        return self._store_small(sha, size, [body])
+
+    def forget(self, key: tuple[str, int], upload: Upload) -> None:
+        """`upload` has ended, either way: whoever waits for it goes on."""
+        upload.done.set()
+        if self.uploads.get(key) is upload:
+            del self.uploads[key]
+
     async def _receive_small(self, sha: str, size: int, read: Reader, can_defer: bool) -> Received:
         """A small upload on the event loop, without a thread hop (its few syscalls cost
         less than handing them to a worker and back): the body is read whole and
         verified here, then written as a `.pending` blob, which the first checkout that
         links it makes durable (see `pending`)."""
         key = (sha, size)
-        pending = self._pending
-        if pending.presence(sha, size, touch=True) is not Presence.MISSING:
+        if not self._may_store_small(sha, size, can_defer):
             return Received.ALREADY_STORED
-        if can_defer and live_temp_exists(self._layout, sha, size):
-            raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
         mine = Upload(asyncio.Event())
         self.uploads[key] = mine
         try:
             hasher = hashlib.sha256()
             chunks = await _read_small(read, size, self.body_read_timeout, hasher)
             check_body(sha, size, sum(map(len, chunks)), hasher)
-            try:
-                stored = pending.write(sha, size, chunks)
-            except OSError as exc:
-                if is_disk_full(exc):
-                    raise StorageFull("storage is full; upload discarded") from exc
-                raise
-            mine.stored = stored
-            return Received.STORED if stored else Received.ALREADY_STORED
+            outcome = self._store_small(sha, size, chunks)
+            mine.stored = outcome is Received.STORED
+            return outcome
         finally:
-            mine.done.set()
-            if self.uploads.get(key) is mine:
-                del self.uploads[key]
+            self.forget(key, mine)
+
+    def _may_store_small(self, sha: str, size: int, can_defer: bool) -> bool:
+        """False if the blob is there already (touched, so GC spares it); MustDefer if
+        the client may defer and another process is uploading it."""
+        if self._pending.presence(sha, size, touch=True) is not Presence.MISSING:
+            return False
+        if can_defer and live_temp_exists(self._layout, sha, size):
+            raise MustDefer(f"{sha}/{size} is being uploaded by someone else; upload it later")
+        return True
+
+    def _store_small(self, sha: str, size: int, chunks: list[bytes]) -> Received:
+        """Write a verified small body as a pending blob."""
+        try:
+            stored = self._pending.write(sha, size, chunks)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise StorageFull("storage is full; upload discarded") from exc
+            raise
+        return Received.STORED if stored else Received.ALREADY_STORED
 
 
 async def _read_small(
@@ -177,9 +209,43 @@ async def _read_small(
         hasher.update(chunk)
         chunks.append(chunk)
         received += len(chunk)
+    refuse_overlong(size, received)
+    return chunks
+
+
+def refuse_overlong(size: int, received: int) -> None:
+    """SizeMismatch if more bytes came than the declared size (checked first: the way
+    a small body is read tells only that it is longer, not by how much)."""
     if received > size:
         raise SizeMismatch(f"body is longer than the declared size {size}")
-    return chunks
+
+
+class IncomingSmall:
+    """A small upload registered as in flight while its body is in hand or on its way
+    (the fast lane, `http.fastlane`, holds the start of one until the rest comes), as
+    `Receiver._receive_small` registers one while it reads: meanwhile a status GET says
+    "uploading", a deferrable upload of the same file gets 425, and another one goes
+    the general way of `receive` (whichever ends first stores the blob). It ends with
+    `complete` or `end`."""
+
+    def __init__(self, receiver: Receiver, sha: str, size: int, upload: Upload) -> None:
+        self._receiver = receiver
+        self.sha = sha
+        self.size = size
+        self._upload = upload
+
+    def complete(self, body: bytes, can_defer: bool) -> Received:
+        """Check and store the whole body (raises as `Receiver.receive` does), and end."""
+        try:
+            outcome = self._receiver.store_whole(self.sha, self.size, body, can_defer)
+            self._upload.stored = outcome is Received.STORED
+            return outcome
+        finally:
+            self.end()
+
+    def end(self) -> None:
+        """No longer in flight (stored or not); idempotent."""
+        self._receiver.forget((self.sha, self.size), self._upload)
 
 
 class _Discard(Exception):

@@ -166,3 +166,62 @@ def test_a_small_upload_of_a_stored_blob_is_already_stored_and_counted_once(stor
     assert asyncio.run(store.receive(sha, size, _reader(data))) is Received.ALREADY_STORED
     assert store.blobs_written == 1
     assert _files(store) == []
+
+
+# ---- a small upload registered while its body is in hand or on its way (the fast lane)
+
+
+def test_an_expected_small_upload_is_being_uploaded_until_it_completes(store):
+    data = os.urandom(4096)
+    sha, size = hashlib.sha256(data).hexdigest(), len(data)
+    incoming = store.expect_small(sha, size)
+    assert incoming is not None
+    assert store.status(sha, size) == "uploading"
+    assert store.expect_small(sha, size) is None  # one at a time: the other goes the long way
+    assert _files(store) == [] and not store.is_stored(sha, size)  # nothing written yet
+    assert incoming.complete(data, can_defer=False) is Received.STORED
+    assert store.status(sha, size) == "stored"
+    again = store.expect_small(sha, size)
+    assert again is not None and again.complete(data, can_defer=True) is Received.ALREADY_STORED
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [(b"x" * 4096, ChecksumMismatch), (b"x" * 4095, SizeMismatch), (b"x" * 4097, SizeMismatch)],
+    ids=["checksum", "short", "long"],
+)
+def test_a_bad_body_ends_an_expected_upload_and_leaves_nothing(store, body, error):
+    data = os.urandom(4096)
+    sha, size = hashlib.sha256(data).hexdigest(), len(data)
+    incoming = store.expect_small(sha, size)
+    assert incoming is not None
+    with pytest.raises(error):
+        incoming.complete(body, can_defer=False)
+    assert store.status(sha, size) == "unknown"
+    assert _files(store) == [] and list(store.stored_dir.rglob("*.pending")) == []
+
+
+def test_another_upload_of_an_expected_one_goes_the_general_way(store):
+    data = os.urandom(4096)
+    sha, size = hashlib.sha256(data).hexdigest(), len(data)
+    incoming = store.expect_small(sha, size)
+    assert incoming is not None
+    assert asyncio.run(store.receive(sha, size, _reader(data))) is Received.STORED
+    assert store.status(sha, size) == "stored"
+    assert incoming.complete(data, can_defer=False) is Received.ALREADY_STORED
+    incoming.end()  # idempotent
+    assert store.status(sha, size) == "stored"
+
+
+def test_an_expected_upload_given_up_is_no_longer_in_flight(store):
+    data = os.urandom(4096)
+    sha, size = hashlib.sha256(data).hexdigest(), len(data)
+    incoming = store.expect_small(sha, size)
+    assert incoming is not None
+    incoming.end()  # its client left
+    assert store.status(sha, size) == "unknown"
+    assert asyncio.run(store.receive(sha, size, _reader(data), can_defer=True)) is Received.STORED
+
+
+def test_expect_small_refuses_a_big_file(store):
+    assert store.expect_small("a" * 64, SMALL_BODY + 1) is None

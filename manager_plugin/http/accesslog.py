@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import weakref
+from typing import NamedTuple
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -30,6 +31,26 @@ FILENAME: web.RequestKey[str] = web.RequestKey("shaman_filename", str)
 BODY_BYTES: web.RequestKey[int] = web.RequestKey("shaman_body_bytes", int)
 
 
+class LogEntry(NamedTuple):
+    """One request's access-log line, in parts (formatted when written)."""
+
+    method: str
+    path: str
+    status: int
+    received: int  # body bytes received
+    declared: int | None  # its Content-Length
+    sent: int  # body bytes answered
+    elapsed_ms: float
+    filename: str | None = None  # X-Shaman-Original-Filename, decoded
+    raw_filename: str | None = None  # or as sent (decoded when the line is written)
+    extra: str = ""
+
+
+def log_access(entry: LogEntry) -> None:
+    """Log `entry` with the lines of this loop's other requests (see `_Backlog`)."""
+    _backlog().add(entry)
+
+
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -45,7 +66,20 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        _backlog().add((request, status, sent, elapsed_ms))
+        _backlog().add(
+            LogEntry(
+                request.method,
+                request.path,
+                status,
+                request.get(BODY_BYTES, request.content.total_bytes),
+                request.content_length,
+                sent,
+                elapsed_ms,
+                request.get(FILENAME),
+                request.headers.get(FILENAME_HEADER),
+                request.get(LOG_EXTRA, ""),
+            )
+        )
 
 
 class _Backlog:
@@ -59,9 +93,9 @@ class _Backlog:
     """
 
     def __init__(self) -> None:
-        self.entries: list[tuple[web.Request, int, int, float]] = []
+        self.entries: list[LogEntry] = []
 
-    def add(self, entry: tuple[web.Request, int, int, float]) -> None:
+    def add(self, entry: LogEntry) -> None:
         self.entries.append(entry)
         if len(self.entries) == 1:
             asyncio.get_running_loop().call_later(WRITE_DELAY, self.write_out)
@@ -69,7 +103,7 @@ class _Backlog:
     def write_out(self) -> None:
         entries, self.entries = self.entries, []
         for entry in entries:
-            _log_request(*entry)
+            _write(entry)
 
 
 WRITE_DELAY = 0.01
@@ -91,24 +125,22 @@ async def write_out_access_log(app: web.Application) -> None:
     _backlog().write_out()
 
 
-def _log_request(request: web.Request, status: int, sent: int, elapsed_ms: float) -> None:
-    name = request.get(FILENAME)
-    if name is None:
-        original = request.headers.get(FILENAME_HEADER)
-        name = filename_for_log(original) if original else None
+def _write(entry: LogEntry) -> None:
+    name = entry.filename
+    if name is None and entry.raw_filename:
+        name = filename_for_log(entry.raw_filename)
     extra = f" file={loggable(name)}" if name else ""
-    extra += request.get(LOG_EXTRA, "")
-    received = request.get(BODY_BYTES, request.content.total_bytes)
-    if status == STATUS[ClientDisconnected]:
-        of = f" of {request.content_length}" if request.content_length is not None else ""
-        extra += f" client disconnected after {received}{of} body bytes"
+    extra += entry.extra
+    if entry.status == STATUS[ClientDisconnected]:
+        of = f" of {entry.declared}" if entry.declared is not None else ""
+        extra += f" client disconnected after {entry.received}{of} body bytes"
     access_log.info(
         "%s %s %d in=%d out=%d %.1fms%s",
-        loggable(request.method),
-        loggable(request.path),
-        status,
-        received,
-        sent,
-        elapsed_ms,
+        loggable(entry.method),
+        loggable(entry.path),
+        entry.status,
+        entry.received,
+        entry.sent,
+        entry.elapsed_ms,
         extra,
     )

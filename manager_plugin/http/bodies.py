@@ -136,8 +136,13 @@ def parse_file_list(data: dict[str, Any], key: str = "files") -> list[FileSpec]:
     return specs
 
 
+def is_true(value: str) -> bool:
+    """Whether a header value says yes ("True", as Python clients send it, or "1")."""
+    return value.strip() in TRUE_VALUES
+
+
 def header_is_true(request: web.Request, name: str) -> bool:
-    return request.headers.get(name, "").strip() in TRUE_VALUES
+    return is_true(request.headers.get(name, ""))
 
 
 def whole_chunks(
@@ -275,12 +280,17 @@ class _TakenSocket:
             os.close(sock)
 
 
+def splices(size: int) -> bool:
+    """Whether an upload body of `size` bytes is spliced when it can be (see socket_source)."""
+    return SPLICE_AVAILABLE and size >= SPLICE_MIN_SIZE
+
+
 def socket_source(
     request: web.Request, size: int, pace: BodyPace | None = None
 ) -> _TakenSocket | None:
     """A SocketSource for an upload body of exactly `size` bytes, or None if the body
     must go through aiohttp (small, chunked, encoded, TLS, not Linux, ...)."""
-    if not SPLICE_AVAILABLE or size < SPLICE_MIN_SIZE:
+    if not splices(size):
         return None
     if request.content_length != size or "Transfer-Encoding" in request.headers:
         return None

@@ -67,10 +67,23 @@ def status_of(exc: ShamanError, table: dict[type[ShamanError], int] = STATUS) ->
     return 500
 
 
+def error_body(status: int, message: str) -> dict[str, object]:
+    """The JSON body of every error answer."""
+    return {"code": status, "message": message}
+
+
 def error_response(
     status: int, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response({"code": status, "message": message}, status=status, headers=headers)
+    return web.json_response(error_body(status, message), status=status, headers=headers)
+
+
+INTERNAL_ERROR = "internal server error; see the server log"
+
+
+def log_internal_error(method: str, path: str) -> None:
+    """Log the exception being handled, for a request answered 500 INTERNAL_ERROR."""
+    log.exception("internal error in %s %s", loggable(method), loggable(path))
 
 
 def response_for(exc: ShamanError) -> web.Response:
@@ -92,5 +105,5 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return error_response(exc.status, message or exc.reason, headers)
     except Exception:
-        log.exception("internal error in %s %s", loggable(request.method), loggable(request.path))
-        return error_response(500, "internal server error; see the server log")
+        log_internal_error(request.method, request.path)
+        return error_response(500, INTERNAL_ERROR)

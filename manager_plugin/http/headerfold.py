@@ -104,6 +104,11 @@ class UnfoldingParser:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    def between_messages(self) -> bool:
+        """Whether nothing of a message is held or still to pass (the next byte fed
+        starts a new request)."""
+        return not (self._head or self._left or self._raw)
+
     def feed_data(self, data: bytes | bytearray) -> Any:
         if self._raw and self._body is not None and self._body.is_eof():
             self._raw, self._body = False, None
@@ -187,7 +192,7 @@ class UnfoldingParser:
         return result
 
 
-class _UnfoldingRequestHandler(RequestHandler):
+class UnfoldingRequestHandler(RequestHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Duck-typed: the wrapper delegates everything but header parsing to aiohttp's parser.
@@ -198,4 +203,4 @@ class UnfoldingServer(web.Server):
     """aiohttp's low-level server whose handlers accept obs-folded header lines."""
 
     def __call__(self) -> RequestHandler:
-        return _UnfoldingRequestHandler(self, loop=self._loop, **self._kwargs)
+        return UnfoldingRequestHandler(self, loop=self._loop, **self._kwargs)

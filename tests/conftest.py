@@ -9,6 +9,8 @@ Also: every test (and every process it starts) uses a private checksum/trace cac
 deselected, with the reason, when the suite does not run as root.
 `flamenco` / `flamenco_factory`: the stand-in Flamenco Manager (tests/flamenco_standin.py).
 `gateway` / `gateway_factory`: our server in gateway mode in front of it (tests/gateway_helpers.py).
+`lane_log` records what the fast lane (manager_plugin.http.fastlane) answered; `lane_off`
+turns it off, so aiohttp answers every request.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 import pytest
 from flamenco_standin import flamenco, flamenco_factory  # noqa: F401  (fixtures)
 from gateway_helpers import gateway, gateway_factory  # noqa: F401  (fixtures)
+from helpers import turn_lane_off
 from shared_files import blendfiles_dir
 
 from manager_plugin.config import Config
+from manager_plugin.http.fastlane import FastLane
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
-from manager_plugin.store import FileStore
+from manager_plugin.store import FileStore, IncomingSmall
 from manager_plugin.tuning import Tuning
 
 
@@ -150,3 +154,26 @@ def checkout_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     `pytestmark = pytest.mark.usefixtures("checkout_modes")`."""
     if request.param == "threads":
         monkeypatch.setattr("manager_plugin.checkout_tree.PARALLEL_MIN", 1)
+
+
+@pytest.fixture
+def lane_log(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per request the fast lane was offered: True if it answered it (an
+    upload offered before its whole body came is entered once, when it is)."""
+    taken: list[bool] = []
+    real = FastLane.answer
+
+    def answer(self: FastLane, data: bytes, incoming: IncomingSmall | None = None) -> object:
+        result = real(self, data, incoming)
+        if not isinstance(result, IncomingSmall):
+            taken.append(isinstance(result, bytes))
+        return result
+
+    monkeypatch.setattr(FastLane, "answer", answer)
+    return taken
+
+
+@pytest.fixture
+def lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast lane declines everything: aiohttp answers every request."""
+    turn_lane_off(monkeypatch)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from manager_plugin.http.fastlane import FastLane
 from manager_plugin.models import FileSpec
 from manager_plugin.store import FileStore
 
@@ -124,3 +125,13 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, interval: float 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def turn_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast lane (manager_plugin.http.fastlane) declines every request: aiohttp
+    answers them all."""
+
+    def decline(self: FastLane, data: bytes, incoming: object = None) -> None:
+        return None
+
+    monkeypatch.setattr(FastLane, "answer", decline)

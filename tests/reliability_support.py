@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,10 +49,14 @@ def request_head(base: str, method: str, path: str, headers: dict[str, str] | No
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
+Answer = tuple[int, dict[str, str], bytes]  # status, headers (lower-case names), body
+
+
+def read_response(sock: socket.socket) -> Answer | None:
     """Read one HTTP response; None when the server closed without answering.
 
-    The body is read per Content-Length when present, else until close.
+    The body is read per Content-Length when present, else until close; a 1xx, 204 or
+    304 answer has none.
     """
     buf = b""
     try:
@@ -70,6 +75,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | No
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
     length = int(headers.get("content-length", "-1"))
+    if status < 200 or status in (204, 304):
+        length = 0
     try:
         while length < 0 or len(body) < length:
             chunk = sock.recv(65536)
@@ -79,6 +86,38 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | No
     except (ConnectionResetError, BrokenPipeError, TimeoutError):
         pass
     return status, headers, body[: length if length >= 0 else None]
+
+
+FILES_API = "/api/v3/shaman/files"
+
+
+def upload_request(base: str, data: bytes, size: int | None = None, **headers: str) -> bytes:
+    """A raw `POST files/{sha}/{size}` of `data`, head and body (`size` may lie)."""
+    size = len(data) if size is None else size
+    fields = {"Content-Length": str(len(data)), **headers}
+    return request_head(base, "POST", f"{FILES_API}/{sha256(data)}/{size}", fields) + data
+
+
+def status_request(base: str, data: bytes, **headers: str) -> bytes:
+    """A raw status `GET files/{sha}/{size}` for `data`."""
+    return request_head(base, "GET", f"{FILES_API}/{sha256(data)}/{len(data)}", headers)
+
+
+def exchange(base: str, raw_requests: list[bytes], pause: float = 0.0) -> list[Answer]:
+    """Each request in turn on one keep-alive connection, each answer read before the
+    next is sent (then `pause` seconds)."""
+    sock = connect(base)
+    answers = []
+    try:
+        for raw in raw_requests:
+            sock.sendall(raw)
+            answer = read_response(sock)
+            assert answer is not None, raw[:200]
+            answers.append(answer)
+            time.sleep(pause)
+    finally:
+        sock.close()
+    return answers
 
 
 def send_quietly(sock: socket.socket, data: bytes) -> bool:

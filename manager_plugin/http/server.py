@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import Config, parse_listen
 from ..service import ShamanService
-from .app import create_app
+from .app import SERVICE, create_app
 from .connections import ConnectionGuard, GuardedRunner, GuardedServer
 from .descriptors import (
     ACCEPT_BATCH,
@@ -24,7 +24,7 @@ from .descriptors import (
     quiet_accept_errors,
     raise_fd_limit,
 )
-from .headerfold import UnfoldingServer
+from .fastlane import FastLane, FastLaneServer
 from .logtext import EscapingFilter
 from .throttledlog import ThrottledLog
 
@@ -48,9 +48,10 @@ def url_for(host: str | None, port: int) -> str:
 
 # Both override web.Server.__call__; the guard's may answer with a refusing protocol
 # instead of a RequestHandler, so the two signatures differ in their return type.
-class _Server(GuardedServer, UnfoldingServer):  # type: ignore[misc]
+class _Server(GuardedServer, FastLaneServer):  # type: ignore[misc]
     """Connections admitted and given header deadlines by the guard; their handlers
-    accept the obs-folded header lines of Flamenco add-ons 3.6-3.8.5."""
+    take plain per-file requests in the fast lane and accept the obs-folded header
+    lines of Flamenco add-ons 3.6-3.8.5."""
 
 
 class _Runner(GuardedRunner):
@@ -75,6 +76,8 @@ async def start_site(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
+    assert isinstance(runner.server, FastLaneServer)
+    runner.server.lane = FastLane(app[SERVICE])
     site = web.TCPSite(runner, host, port, backlog=ACCEPT_BATCH)
     try:
         await site.start()

@@ -52,8 +52,8 @@ def test_root_tests_are_deselected_with_the_reason_when_not_root(tmp_path):
         env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
     )
     assert run.returncode == 5, run.stdout  # 5: no test ran (all deselected), none failed
-    assert "3 deselected" in run.stdout
-    assert "3 tests need root to mount a tmpfs (CI runs as root):" in run.stdout
+    assert "5 deselected" in run.stdout
+    assert "5 tests need root to mount a tmpfs (CI runs as root):" in run.stdout
     assert "test_upload_that_does_not_fit_gets_507_and_leaves_no_temp" in run.stdout
 
 

@@ -17,8 +17,23 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import blob_path, sha256, temps, wait_until
-from reliability_support import json_error, upload
+from helpers import (
+    blob_path,
+    pending_path,
+    sha256,
+    stored_files,
+    temps,
+    turn_lane_off,
+    wait_until,
+)
+from reliability_support import (
+    exchange,
+    json_error,
+    request_head,
+    status_request,
+    upload,
+    upload_request,
+)
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.root
@@ -105,6 +120,35 @@ def test_upload_that_does_not_fit_gets_507_and_leaves_no_temp(small_disk, manage
     resp = upload(manager.url, big)
     assert resp.status_code == 204, resp.text
     assert sha256(blob_path(manager.store, big).read_bytes()) == sha256(big)
+
+
+@pytest.mark.parametrize("way", ["lane", "aiohttp"])
+def test_a_small_upload_that_does_not_fit_gets_507_and_leaves_nothing(
+    small_disk, manager_factory, lane_log, monkeypatch, way
+):
+    """Flamenco's add-on's one-request-per-file upload of a small file: taken by the
+    fast lane (manager_plugin.http.fastlane) or, with the lane off, by aiohttp."""
+    if way == "aiohttp":
+        turn_lane_off(monkeypatch)
+    manager = manager_factory(storage_path=small_disk / "storage")
+    url = manager.url
+    first = request_head(url, "GET", "/api/v3/version")  # aiohttp's: then the lane's turn
+    kept, data = os.urandom(4096), os.urandom(4096)
+    assert [a[0] for a in exchange(url, [first, upload_request(url, kept)])] == [200, 204]
+
+    filler = fill(small_disk, leave=0)
+    answers = exchange(url, [first, upload_request(url, data), status_request(url, data)])
+    assert answers[1][0] == 507, answers[1]
+    assert b"storage is full" in answers[1][2]
+    assert answers[2][2] == b'{"status": "unknown"}'
+    assert temps(manager.store) == []
+    assert stored_files(manager.store) == [pending_path(manager.store, kept)]
+    assert pending_path(manager.store, kept).read_bytes() == kept
+
+    filler.unlink()
+    assert exchange(url, [first, upload_request(url, data)])[1][0] == 204
+    assert pending_path(manager.store, data).read_bytes() == data
+    assert lane_log.count(True) == (4 if way == "lane" else 0), lane_log
 
 
 def test_requirements_and_status_still_answer_on_a_full_disk(small_disk, manager_factory):

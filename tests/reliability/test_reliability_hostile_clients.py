@@ -457,7 +457,9 @@ def test_newline_in_a_url_is_one_escaped_log_line(tmp_path, token):
 # ---- client disconnects --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [256 * 1024, SPLICED], ids=["aiohttp", "spliced"])
+@pytest.mark.parametrize(
+    "size", [40 * 1024, 256 * 1024, SPLICED], ids=["fastlane", "aiohttp", "spliced"]
+)
 @pytest.mark.parametrize("how", ["close", "reset"])
 def test_disconnect_mid_upload_is_logged_as_a_disconnect(manager, caplog, size, how):
     caplog.set_level(logging.INFO)

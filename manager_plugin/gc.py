@@ -51,6 +51,7 @@ from .gc_walk import (
     scan_stored,
     subdirs,
 )
+from .heap import cyclic_collector_paused
 from .locking import StorageLock
 from .store import STALE_TEMP_AGE, FileStore
 
@@ -118,6 +119,10 @@ class GarbageCollector:
         self.extra_checkout_paths = [Path(p) for p in extra_checkout_paths]
 
     def sweep(self, dry_run: bool = False) -> SweepStats:
+        with cyclic_collector_paused():  # see `heap`: the walks build big containers
+            return self._sweep(dry_run)
+
+    def _sweep(self, dry_run: bool) -> SweepStats:
         stats = SweepStats(dry_run=dry_run)
         try:
             with self.lock.exclusive():

@@ -7,6 +7,7 @@ import time
 import pytest
 from flamenco_shaman.engine import cache as cache_mod
 from flamenco_shaman.engine.cache import ChecksumCache, default_cache_dir
+from flamenco_shaman.engine.errors import SubmitError
 from flamenco_shaman.engine.hashing import identify
 
 SHA = "a" * 64
@@ -158,3 +159,85 @@ def test_hits_on_recently_used_entries_do_not_rewrite_the_file(cache_file):
     assert user.lookup("/used.png", 1, 1) == SHA
     user.save()
     assert cache_file.stat().st_mtime_ns == before - 10**9
+
+
+# ---- one file per project
+
+
+def test_each_project_root_has_its_own_file(tmp_path):
+    cache_dir = tmp_path / "cache"
+    one = cache_mod.project_cache_path(tmp_path / "one", cache_dir)
+    assert one == cache_mod.project_cache_path(tmp_path / "x" / ".." / "one", cache_dir)
+    assert one != cache_mod.project_cache_path(tmp_path / "two", cache_dir)
+    assert one.parent == cache_dir / "checksums"
+
+
+def test_a_project_loads_only_its_own_entries(tmp_path, asset):
+    cache_dir = tmp_path / "cache"
+    mine = ChecksumCache.for_project(tmp_path / "mine", cache_dir)
+    identify(asset, mine)
+    mine.save()
+    other = ChecksumCache.for_project(tmp_path / "other", cache_dir)
+    other.store("/elsewhere/a.png", 1, 2, SHA)
+    other.save()
+    assert list(ChecksumCache.for_project(tmp_path / "mine", cache_dir)._entries) == [str(asset)]
+    assert identify(asset, ChecksumCache.for_project(tmp_path / "mine", cache_dir)).from_cache
+    assert not identify(asset, ChecksumCache.for_project(tmp_path / "other", cache_dir)).from_cache
+
+
+def test_the_one_file_of_earlier_versions_is_removed(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "checksums.json").write_text('{"version": 1, "entries": {}}')
+    ChecksumCache.for_project(tmp_path / "project", cache_dir)
+    assert not (cache_dir / "checksums.json").exists()
+
+
+def test_files_of_projects_not_submitted_for_max_age_are_removed(tmp_path):
+    cache_dir = tmp_path / "cache"
+    stale = ChecksumCache.for_project(tmp_path / "old", cache_dir)
+    stale.store("/old/a.png", 1, 2, SHA)
+    stale.save()
+    recent = ChecksumCache.for_project(tmp_path / "recent", cache_dir)
+    recent.store("/recent/a.png", 1, 2, SHA)
+    recent.save()
+    old = time.time() - cache_mod.MAX_AGE_SECONDS - 3600
+    os.utime(stale.path, (old, old))
+    in_flight = stale.path.parent / ".checksums-in-flight.tmp"  # another save's temp
+    in_flight.write_text("{}")
+    os.utime(in_flight, (old, old))
+
+    now = ChecksumCache.for_project(tmp_path / "now", cache_dir)
+    now.store("/now/a.png", 1, 2, SHA)
+    now.save()
+    assert not stale.path.exists()
+    assert not stale.path.with_name(stale.path.name + ".lock").exists()
+    assert recent.path.exists() and now.path.exists() and in_flight.exists()
+
+
+def test_a_submission_keeps_its_checksums_in_its_projects_file(tmp_path, monkeypatch):
+    from flamenco_shaman.engine import submission as submission_mod
+
+    monkeypatch.setenv("FLAMENCO_SHAMAN_CACHE_DIR", str(tmp_path / "cache"))
+    made: list[ChecksumCache] = []
+    real = ChecksumCache.for_project
+
+    def recording(project_root, directory=None):  # type: ignore[no-untyped-def]
+        cache = real(project_root, directory)
+        made.append(cache)
+        return cache
+
+    monkeypatch.setattr(submission_mod.ChecksumCache, "for_project", recording)
+
+    def unreachable(self):  # type: ignore[no-untyped-def]
+        raise SubmitError("stop here")
+
+    monkeypatch.setattr(submission_mod.ManagerClient, "version", unreachable)
+    project = tmp_path / "project"
+    project.mkdir()
+    blend = project / "scene.blend"
+    blend.write_bytes(b"not a blend")
+    opts = submission_mod.SubmitOptions(blendfile=blend, manager_url="http://127.0.0.1:9/")
+    with pytest.raises(SubmitError, match="stop here"):  # the cache was chosen before
+        submission_mod.Submission(opts).run()
+    assert [c.path for c in made] == [cache_mod.project_cache_path(project)]

@@ -1,14 +1,20 @@
 """Persistent SHA-256 cache, keyed by absolute path, size and mtime in nanoseconds.
 
-One JSON file in the user's cache directory. Saving merges with what is on disk
-(another submit may have saved meanwhile) and replaces the file atomically, so
-concurrent submits never lose each other's entries nor leave a half-written file.
-Entries unused for `max_age` are pruned; a corrupt file is ignored and rewritten.
+One JSON file per project root in the user's cache directory (`for_project`), so that a
+submission reads, and rewrites, only its own project's entries: with one file for every
+project, each submission loaded everything hashed on this machine in 60 days (a
+resubmission of 10,000 unchanged files spent about as long loading 60,000 entries as
+replaying its trace). Saving merges with what is on disk (another submit may have saved
+meanwhile) and replaces the file atomically, so concurrent submits never lose each
+other's entries nor leave a half-written file. Entries unused for `max_age` are pruned,
+and so are the files of projects not submitted for that long; a corrupt file is ignored
+and rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +30,8 @@ from ..protocol import is_checksum
 log = logging.getLogger(__name__)
 
 ENV_VAR = "FLAMENCO_SHAMAN_CACHE_DIR"
-FILENAME = "checksums.json"
+PROJECTS_DIRNAME = "checksums"  # one file per project root in here
+LEGACY_FILENAME = "checksums.json"  # the one file for every project of earlier versions
 FORMAT_VERSION = 1
 MAX_AGE_SECONDS = 60 * 24 * 3600
 # A hit refreshes an entry's last-used time only when it is older than this, so that
@@ -49,17 +56,32 @@ def default_cache_dir() -> Path:
     return Path(base) / "flamenco-shaman"
 
 
+def project_cache_path(project_root: Path, directory: Path | None = None) -> Path:
+    """The checksum file of the project under `project_root` (any path it submits, a
+    linked library outside the root too, is kept there)."""
+    key = hashlib.sha256(os.fsencode(os.path.abspath(project_root))).hexdigest()[:24]
+    return (directory or default_cache_dir()) / PROJECTS_DIRNAME / f"{key}.json"
+
+
 class ChecksumCache:
     """Thread-safe map (path, size, mtime_ns) -> sha256, loaded once and saved on demand."""
 
-    def __init__(self, path: Path | None = None, max_age: float = MAX_AGE_SECONDS) -> None:
-        self.path = path if path is not None else default_cache_dir() / FILENAME
+    def __init__(self, path: Path, max_age: float = MAX_AGE_SECONDS) -> None:
+        self.path = path
         self.max_age = max_age
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = self._read()
         self._touched: set[str] = set()
         self.hits = 0
         self.misses = 0
+
+    @classmethod
+    def for_project(cls, project_root: Path, directory: Path | None = None) -> ChecksumCache:
+        """The cache of one project's submissions (see `project_cache_path`)."""
+        directory = directory or default_cache_dir()
+        with contextlib.suppress(OSError):  # superseded by the per-project files
+            os.unlink(directory / LEGACY_FILENAME)
+        return cls(project_cache_path(project_root, directory))
 
     def lookup(self, abspath: str, size: int, mtime_ns: int) -> str | None:
         with self._lock:
@@ -102,6 +124,20 @@ class ChecksumCache:
             write_json_atomic(self.path, {"version": FORMAT_VERSION, "entries": merged})
             self._entries = merged
             self._touched.clear()
+        self._prune_projects(cutoff)
+
+    def _prune_projects(self, cutoff: float) -> None:
+        """Remove the files of projects not saved since `cutoff`: all their entries are
+        older than max_age (a used project's file is rewritten at least daily, see
+        REFRESH_SECONDS). Their lock files go with them."""
+        with contextlib.suppress(OSError), os.scandir(self.path.parent) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".json") or entry.path == str(self.path):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        os.unlink(entry.path + ".lock")
 
     def _read(self) -> dict[str, Entry]:
         data = read_json(self.path)

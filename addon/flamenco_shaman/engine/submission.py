@@ -111,7 +111,7 @@ class Submission:
         self._tracker.set_phase("tracing")
         client = ManagerClient(opts.manager_url, opts.token)
         jobs_api = FlamencoAPI(opts.manager_url, opts.token) if opts.job is not None else None
-        cache = self._cache if self._cache is not None else ChecksumCache()
+        cache = self._cache if self._cache is not None else ChecksumCache.for_project(project)
         prepared: PreparedJob | None = None
         created: dict[str, Any] | None = None
         try:

@@ -4,12 +4,14 @@ it must not take left to aiohttp."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import re
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import urllib3
@@ -43,6 +45,19 @@ def first_request(base: str) -> bytes:
     """A request the lane never takes, sent first on a connection: the first request may
     come before aiohttp waits for one (then the lane is not offered it)."""
     return request_head(base, "GET", "/api/v3/version")
+
+
+@contextlib.contextmanager
+def waiting_connection(base: str) -> Iterator[socket.socket]:
+    """A connection whose first request (one the lane never takes) has been answered:
+    aiohttp now waits for the next one, so the lane is offered it."""
+    sock = connect(base)
+    try:
+        sock.sendall(first_request(base))
+        assert read_response(sock) is not None
+        yield sock
+    finally:
+        sock.close()
 
 
 def comparable(answers: list[Answer]) -> list[Answer]:
@@ -171,10 +186,7 @@ def test_the_lane_leaves_unusual_uploads_to_aiohttp(manager, lane_log, name, hea
     if name == "two lengths":
         head = head[:-2] + body + b"\r\n"
         body = data
-    sock = connect(manager.url)
-    try:
-        sock.sendall(first_request(manager.url))  # aiohttp waits for the next one
-        assert read_response(sock) is not None
+    with waiting_connection(manager.url) as sock:
         if name == "expect":
             sock.sendall(head)
             assert read_response(sock)[0] == 100  # type: ignore[index]
@@ -182,8 +194,6 @@ def test_the_lane_leaves_unusual_uploads_to_aiohttp(manager, lane_log, name, hea
         else:
             sock.sendall(head + body)
         answer = read_response(sock)
-    finally:
-        sock.close()
     assert answer is not None and answer[0] == expected, answer
     assert True not in lane_log, lane_log
 
@@ -213,17 +223,12 @@ def test_requests_in_one_write_are_answered_in_order(manager, lane_log):
     a, b = os.urandom(300), os.urandom(400)
     exchange(manager.url, [upload_request(manager.url, a)])
     lane_log.clear()
-    sock = connect(manager.url)
-    try:
-        sock.sendall(first_request(manager.url))
-        read_response(sock)
+    with waiting_connection(manager.url) as sock:
         pipelined = upload_request(manager.url, a) + status_request(manager.url, a)
         sock.sendall(pipelined + upload_request(manager.url, b, size=399))
         received = b""
         while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b'399"}'):
             received += sock.recv(65536)
-    finally:
-        sock.close()
     statuses = re.findall(rb"HTTP/1.1 (\d+) ", received)
     assert statuses == [b"208", b"200", b"417"], received
     assert b'{"status": "stored"}' in received
@@ -233,16 +238,11 @@ def test_requests_in_one_write_are_answered_in_order(manager, lane_log):
 def test_a_body_sent_apart_from_its_head_takes_the_lane(manager, lane_log):
     data = os.urandom(4096)
     request = upload_request(manager.url, data)
-    sock = connect(manager.url)
-    try:
-        sock.sendall(first_request(manager.url))
-        read_response(sock)
+    with waiting_connection(manager.url) as sock:
         for piece in (request[:-4096], request[-4096:-1000], request[-1000:]):
             sock.sendall(piece)
             time.sleep(0.05)
         answer = read_response(sock)
-    finally:
-        sock.close()
     assert answer is not None and answer[0] == 204
     assert lane_log[-1:] == [True]
     assert pending_path(manager.store, data).read_bytes() == data
@@ -253,16 +253,11 @@ def test_a_body_that_stalls_goes_to_aiohttp_and_its_timeout(manager_factory, lan
     manager = manager_factory(body_read_timeout=1)
     data = os.urandom(4096)
     request = upload_request(manager.url, data)
-    sock = connect(manager.url)
-    try:
-        sock.sendall(first_request(manager.url))
-        read_response(sock)
+    with waiting_connection(manager.url) as sock:
         sock.sendall(request[:-100])  # then nothing
         started = time.monotonic()
         answer = read_response(sock)
         waited = time.monotonic() - started
-    finally:
-        sock.close()
     assert answer is not None and answer[0] == 408, answer
     assert waited >= fastlane.HOLD_SECONDS  # held first, then aiohttp's own timeout
     assert True not in lane_log
@@ -340,13 +335,10 @@ def test_a_store_failure_is_a_500_logged_once(manager, lane_log, monkeypatch, ca
 def test_a_client_gone_mid_body_on_the_lane_is_logged_and_leaves_nothing(manager, caplog):
     caplog.set_level(logging.INFO)
     data = os.urandom(4096)
-    sock = connect(manager.url)
-    sock.sendall(first_request(manager.url))
-    read_response(sock)
-    sock.sendall(upload_request(manager.url, data)[:-1000])
-    time.sleep(0.1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()
+    with waiting_connection(manager.url) as sock:
+        sock.sendall(upload_request(manager.url, data)[:-1000])
+        time.sleep(0.1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     assert wait_until(lambda: any(" 499 " in line for line in access_messages(caplog)))
     line = next(line for line in access_messages(caplog) if " 499 " in line)
     assert "client disconnected after 3096 of 4096 body bytes" in line

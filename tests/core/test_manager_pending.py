@@ -59,6 +59,15 @@ def _builder(store: FileStore) -> CheckoutBuilder:
     return CheckoutBuilder(store, store.storage_root / "jobs", StorageLock(store.root / ".lock"))
 
 
+def _checkout(store: FileStore, datas: list[bytes]) -> str:
+    """A checkout of `datas` (as f000.bin, f001.bin, ...) by a builder of its own."""
+    builder = _builder(store)
+    try:
+        return builder.create("job", _specs(datas))
+    finally:
+        builder.close()
+
+
 def _specs(datas: list[bytes]) -> list[FileSpec]:
     return [FileSpec(*ident(d), f"f{i:03d}.bin") for i, d in enumerate(datas)]
 
@@ -100,11 +109,7 @@ def test_a_small_upload_is_pending_until_a_checkout_makes_it_durable(store, monk
         assert store.status(*ident(data)) == "stored"
     assert syncs.fsynced == [] and syncs.syncfs == 0  # answered without a sync
     inodes = {os.stat(_pending(store, d)).st_ino for d in datas}
-    builder = _builder(store)
-    try:
-        used = builder.create("job", _specs(datas))
-    finally:
-        builder.close()
+    used = _checkout(store, datas)
     # A few pending blobs: an fsync each (their data), then their directories'.
     assert set(syncs.fsynced[:3]) == inodes
     dirs = {os.stat(store.blob_path(*ident(d)).parent).st_ino for d in datas}
@@ -123,11 +128,7 @@ def test_many_pending_blobs_are_made_durable_with_one_filesystem_sync(store, mon
     for data in datas:
         _upload(store, data)
     syncs = _Syncs(monkeypatch)
-    builder = _builder(store)
-    try:
-        builder.create("job", _specs(datas))
-    finally:
-        builder.close()
+    _checkout(store, datas)
     assert syncs.syncfs == 2  # the data, then the renames
     assert syncs.fsynced == []
     assert all(store.blob_path(*ident(d)).exists() for d in datas)
@@ -173,11 +174,7 @@ def test_a_failed_early_flush_changes_nothing_and_the_checkout_still_syncs(store
         assert _upload(store, data) is Received.STORED
         _wait_for_early_flush(store)
     early = len(calls)
-    builder = _builder(store)
-    try:
-        builder.create("job", _specs(datas))
-    finally:
-        builder.close()
+    _checkout(store, datas)
     assert len(calls) == early + 2  # the checkout's own: the data, then the renames
     assert all(store.blob_path(*ident(d)).read_bytes() == d for d in datas)
 

@@ -28,10 +28,10 @@ from helpers import turn_lane_off
 from shared_files import blendfiles_dir
 
 from manager_plugin.config import Config
-from manager_plugin.http.fastlane import FastLane
+from manager_plugin.http.fastlane import FastLane, Partial
 from manager_plugin.http.server import BackgroundServer
 from manager_plugin.service import ShamanService
-from manager_plugin.store import FileStore, IncomingSmall
+from manager_plugin.store import FileStore
 from manager_plugin.tuning import Tuning
 
 
@@ -159,17 +159,20 @@ def checkout_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def lane_log(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """One entry per request the fast lane was offered: True if it answered it (an
-    upload offered before its whole body came is entered once, when it is)."""
+    upload whose body came in pieces is entered once, when the lane is done with it)."""
     taken: list[bool] = []
-    real = FastLane.answer
 
-    def answer(self: FastLane, data: bytes, incoming: IncomingSmall | None = None) -> object:
-        result = real(self, data, incoming)
-        if not isinstance(result, IncomingSmall):
-            taken.append(isinstance(result, bytes))
-        return result
+    def recording(method: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(self: FastLane, *args: Any) -> object:
+            result = method(self, *args)
+            if not isinstance(result, Partial):
+                taken.append(isinstance(result, bytes))
+            return result
 
-    monkeypatch.setattr(FastLane, "answer", answer)
+        return wrapper
+
+    monkeypatch.setattr(FastLane, "answer", recording(FastLane.answer))
+    monkeypatch.setattr(FastLane, "more", recording(FastLane.more))
     return taken
 
 

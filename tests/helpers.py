@@ -131,7 +131,7 @@ def turn_lane_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast lane (manager_plugin.http.fastlane) declines every request: aiohttp
     answers them all."""
 
-    def decline(self: FastLane, data: bytes, incoming: object = None) -> None:
+    def decline(self: FastLane, data: bytes) -> None:
         return None
 
     monkeypatch.setattr(FastLane, "answer", decline)

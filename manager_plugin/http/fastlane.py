@@ -80,7 +80,8 @@ class _Request:
         self.declared = declared  # its Content-Length
         self.fields = fields
 
-    def log_entry(self, status: int, sent: int, started: float, filename: str | None) -> LogEntry:
+    def log_entry(self, status: int, sent: int, started: float, filename: str) -> LogEntry:
+        """Its access-log line; `filename` decoded, "" without one."""
         return LogEntry(
             self.method,
             self.path,
@@ -89,8 +90,7 @@ class _Request:
             self.declared if self.method == "POST" else None,
             sent,
             (time.perf_counter() - started) * 1000,
-            filename,
-            self.fields.get(_FILENAME) if filename is None else None,
+            filename or None,
         )
 
 
@@ -146,26 +146,48 @@ class FastLane:
     def __init__(self, service: ShamanService) -> None:
         self.service = service
 
-    def answer(
-        self, data: bytes, incoming: IncomingSmall | None = None
-    ) -> bytes | IncomingSmall | None:
-        """The whole answer to `data` (see `parse`), already done and logged. If `data`
-        is the start of an upload the lane takes, its registration (see `IncomingSmall`,
-        `incoming` if the start came before): call again with the rest added. None, with
-        nothing done, if aiohttp must handle it. `incoming` is ended unless returned."""
+    def answer(self, data: bytes) -> bytes | Partial | None:
+        """The whole answer to `data` (see `parse`), already done and logged; a Partial
+        if `data` starts an upload the lane takes (give it the rest with `more`); None,
+        with nothing done, if aiohttp must handle it."""
         started = time.perf_counter()
         request = parse(data)
         filename = self._admitted(request)
         if request is None or filename is None:
-            if incoming is not None:
-                incoming.end()
             return None
-        if request.method == "POST" and incoming is None:
+        incoming = None
+        if request.method == "POST":
             incoming = self.service.expect_small(request.sha, request.size)
             if incoming is None:
                 return None  # another upload of it is in flight here: aiohttp's way waits
         if len(request.body) < request.declared:
-            return incoming
+            assert incoming is not None  # a GET has no body
+            return Partial(request, filename, incoming, started)
+        return self._finish(request, filename, incoming, started)
+
+    def more(self, partial: Partial, data: bytes) -> bytes | Partial | None:
+        """`answer` for an upload whose body goes on with `data`. None, the upload ended
+        unstored, if more came than its length (a next request: aiohttp's)."""
+        request = partial.request
+        request.body += data
+        if len(request.body) < request.declared:
+            return partial
+        if len(request.body) > request.declared:
+            partial.incoming.end()
+            return None
+        return self._finish(request, partial.filename, partial.incoming, partial.started)
+
+    def disconnected(self, partial: Partial) -> None:
+        """The client left in the middle of `partial`'s body: ended, and logged as
+        aiohttp's way logs a client gone mid-body."""
+        partial.incoming.end()
+        disconnected = STATUS[ClientDisconnected]
+        log_access(partial.request.log_entry(disconnected, 0, partial.started, partial.filename))
+
+    def _finish(
+        self, request: _Request, filename: str, incoming: IncomingSmall | None, started: float
+    ) -> bytes:
+        """Answer a whole request: a status GET without `incoming`, else its upload."""
         try:
             if incoming is None:
                 status = 200
@@ -179,7 +201,7 @@ class FastLane:
         except Exception:
             log_internal_error(request.method, request.path)
             status, body = 500, _json(error_body(500, INTERNAL_ERROR))
-        log_access(request.log_entry(status, len(body), started, filename or None))
+        log_access(request.log_entry(status, len(body), started, filename))
         return _head(status, body) + body
 
     def _admitted(self, request: _Request | None) -> str | None:
@@ -194,14 +216,20 @@ class FastLane:
         except ShamanError:
             return None  # refused: by aiohttp, the one way refusals are made
 
-    def disconnected(self, data: bytes, incoming: IncomingSmall) -> None:
-        """The client left after sending `data`, the start of an upload: ended, and
-        logged as aiohttp's way logs a client gone mid-body."""
-        incoming.end()
-        request = parse(data)
-        if request is not None:
-            disconnected = STATUS[ClientDisconnected]
-            log_access(request.log_entry(disconnected, 0, time.perf_counter(), None))
+
+class Partial:
+    """An upload the lane takes whose body has not all come: its head parsed once, the
+    body so far, its registration as in flight, and when it began."""
+
+    __slots__ = ("request", "filename", "incoming", "started")
+
+    def __init__(
+        self, request: _Request, filename: str, incoming: IncomingSmall, started: float
+    ) -> None:
+        self.request = request
+        self.filename = filename
+        self.incoming = incoming
+        self.started = started
 
 
 def _json(value: object) -> bytes:
@@ -255,13 +283,14 @@ HOLD_SECONDS = 0.5
 
 
 class _Held:
-    """The start of an upload held for the rest of its body."""
+    """The start of an upload held for the rest of its body: the bytes as they came (for
+    aiohttp, if it gets them after all), the lane's Partial and the deadline."""
 
-    __slots__ = ("data", "incoming", "timer")
+    __slots__ = ("data", "partial", "timer")
 
-    def __init__(self, data: bytes, incoming: IncomingSmall, timer: asyncio.TimerHandle) -> None:
+    def __init__(self, data: bytes, partial: Partial, timer: asyncio.TimerHandle) -> None:
         self.data = data
-        self.incoming = incoming
+        self.partial = partial
         self.timer = timer
 
 
@@ -273,20 +302,22 @@ class _FastLaneHandler(UnfoldingRequestHandler):
 
     def data_received(self, data: bytes) -> None:
         held, self._held = self._held, None
-        if held is not None:
-            data = held.data + data
         lane = self._lane
-        if lane is not None and (held is not None or (data and self._idle())):
-            answer = lane.answer(data, held.incoming if held is not None else None)
-            if isinstance(answer, bytes):
-                if held is not None:
-                    held.timer.cancel()
-                self._answered(answer)
-                return
-            if answer is not None:  # the rest of the body is still to come
-                timer = held.timer if held is not None else self._hold_timer()
-                self._held = _Held(data, answer, timer)
-                return
+        answer: bytes | Partial | None = None
+        if held is not None and lane is not None:
+            answer = lane.more(held.partial, data)
+            data = held.data + data
+        elif lane is not None and data and self._idle():
+            answer = lane.answer(data)
+        if isinstance(answer, bytes):
+            if held is not None:
+                held.timer.cancel()
+            self._answered(answer)
+            return
+        if answer is not None:  # the rest of the body is still to come
+            timer = held.timer if held is not None else self._hold_timer()
+            self._held = _Held(data, answer, timer)
+            return
         if held is not None:
             held.timer.cancel()
         super().data_received(data)
@@ -298,14 +329,14 @@ class _FastLaneHandler(UnfoldingRequestHandler):
         """The rest of a held upload is late: aiohttp takes it from here."""
         held, self._held = self._held, None
         if held is not None:
-            held.incoming.end()
+            held.partial.incoming.end()
             super().data_received(held.data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         held, self._held = self._held, None
         if held is not None and self._lane is not None:
             held.timer.cancel()
-            self._lane.disconnected(held.data, held.incoming)
+            self._lane.disconnected(held.partial)
         super().connection_lost(exc)
 
     def _idle(self) -> bool:

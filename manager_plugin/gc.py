@@ -11,8 +11,9 @@ a read of every blob's inode. A sweep:
 
 1. takes the storage lock exclusively for a moment (a barrier: checkouts in
    flight finish first) and records the start time T from the filesystem clock;
-2. walks `jobs/` and every extra checkout path, collecting link targets;
-3. walks `stored/`; candidates are unlinked blobs with mtime < T - maxAge;
+2. walks `jobs/` and every extra checkout path, collecting link targets, while a
+   child process walks `stored/` (see `gc_scan`: two cores, not one);
+3. candidates are the blobs no link resolves to with mtime < T - maxAge;
 4. per batch, under the exclusive lock, re-stats and re-checks each candidate
    and unlinks it. A checkout started after T touched its blobs (mtime >= T),
    so it never ends up with a dangling link;
@@ -37,29 +38,21 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from .fstree import remove_tree
-from .gc_walk import (
-    Linked,
-    Links,
-    collect_links,
-    describe,
-    scan_stored,
-    subdirs,
-)
+from .gc_scan import ChildScan, StoreScan, describe, scan_stored
+from .gc_walk import Linked, Links, collect_links
 from .heap import cyclic_collector_paused
 from .locking import StorageLock
 from .store import STALE_TEMP_AGE, FileStore
+from .store.layout import BLOB_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # blobs re-checked and deleted per exclusive-lock hold
-SCAN_WORKERS = min(2, os.cpu_count() or 1)  # threads walking stored/ (more: GIL-bound)
-SCAN_SLICES = 16  # stored/ is walked in this many slices of its two-letter dirs
 
 
 @dataclass
@@ -111,12 +104,14 @@ class GarbageCollector:
         *,
         max_age: timedelta,
         extra_checkout_paths: Iterable[Path] = (),
+        scan_in_child: bool = True,
     ) -> None:
         self.store = store
         self.jobs_dir = Path(jobs_dir)
         self.lock = lock
         self.max_age = max_age
         self.extra_checkout_paths = [Path(p) for p in extra_checkout_paths]
+        self.scan_in_child = scan_in_child  # False: stored/ is scanned in this process
 
     def sweep(self, dry_run: bool = False) -> SweepStats:
         with cyclic_collector_paused():  # see `heap`: the walks build big containers
@@ -131,33 +126,27 @@ class GarbageCollector:
             return self._abort(stats, [describe(str(self.lock.path), exc)])
         cutoff = start - self.max_age.total_seconds()
 
-        stale_checkout_temps: list[str] = []
         stored = str(self.store.stored_dir)
-        links = Links(os.path.realpath(stored))
-        for root in [self.jobs_dir, *self.extra_checkout_paths]:
-            if root == self.jobs_dir and not os.path.lexists(root):
-                # No jobs/ at all holds no links: Flamenco Manager, deleting its last
-                # job, removes the checkout's empty parent, which may be jobs/ itself.
-                # (A jobs/ that is a link to an unmounted place exists, and aborts.)
-                continue
-            # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
-            temps = stale_checkout_temps if root == self.jobs_dir else None
-            stats.links_seen += collect_links(str(root), links, temps, start, stats.walk_errors)
-        if stats.walk_errors:
-            return self._abort(stats, stats.walk_errors)
-        # Then stored/, in slices on SCAN_WORKERS threads (its syscalls release the GIL).
-        # One after the other: walking the checkouts at the same time made both slower
-        # (200,000 blobs and links on 2 cores: 3.5-3.9 s together, 2.9-3.0 s in turn).
-        tops = subdirs(stored, stats.store_errors)
-        blobs: list[tuple[str, int, int]] = []
-        dir_counts: dict[str, int] = {}
-        with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
-            for slice_blobs, slice_counts, slice_errors in pool.map(
-                scan_stored, [tops[i::SCAN_SLICES] for i in range(SCAN_SLICES)]
-            ):
-                blobs += slice_blobs
-                dir_counts.update(slice_counts)
-                stats.store_errors += slice_errors
+        child = ChildScan(stored, BLOB_SUFFIXES) if self.scan_in_child else None
+        try:
+            stale_checkout_temps: list[str] = []
+            links = Links(os.path.realpath(stored))
+            for root in [self.jobs_dir, *self.extra_checkout_paths]:
+                if root == self.jobs_dir and not os.path.lexists(root):
+                    # No jobs/ at all holds no links: Flamenco Manager, deleting its last
+                    # job, removes the checkout's empty parent, which may be jobs/ itself.
+                    # (A jobs/ that is a link to an unmounted place exists, and aborts.)
+                    continue
+                # Temp dirs are only ours to remove under jobs/; extra paths are not ours.
+                temps = stale_checkout_temps if root == self.jobs_dir else None
+                stats.links_seen += collect_links(str(root), links, temps, start, stats.walk_errors)
+            if stats.walk_errors:
+                return self._abort(stats, stats.walk_errors)
+            scan = self._scan_store(stored, child)
+        finally:
+            if child is not None:
+                child.close()
+        stats.store_errors += scan.errors
         if stats.store_errors:
             log.warning(
                 "shaman gc: %d dirs of the store could not be read (their blobs are kept): "
@@ -165,16 +154,16 @@ class GarbageCollector:
                 len(stats.store_errors),
                 stats.store_errors[0],
             )
-        cut = len(stored) + 1
-        linked = links.settle({path[cut:] for path, _, _ in blobs}, cut, stats.walk_errors)
+        linked = links.settle(scan.blobs, stats.walk_errors)
         if stats.walk_errors:
             return self._abort(stats, stats.walk_errors)
 
-        candidates = self._find_candidates(blobs, linked, cutoff, stats)
+        candidates = self._find_candidates(scan, linked, cutoff, stats)
+        emptied: set[str] = set()  # dirs of deleted blobs
         try:
             for i in range(0, len(candidates), BATCH):
                 self._delete_batch(
-                    candidates[i : i + BATCH], linked, cutoff, dry_run, stats, dir_counts
+                    candidates[i : i + BATCH], linked, cutoff, dry_run, stats, emptied
                 )
         except _LockFailed as exc:
             # Stop deleting: what was deleted so far was re-checked under the lock.
@@ -187,9 +176,23 @@ class GarbageCollector:
                 remove_tree(path)
                 stats.dirs_removed += 1
             stats.temps_removed += len(self.store.remove_stale_temps(STALE_TEMP_AGE))
-            stats.dirs_removed += self._remove_empty_dirs(dir_counts)
+            stats.dirs_removed += self._remove_empty_dirs([*scan.empty, *emptied])
         log.info("shaman gc: %s", stats.summary())
         return stats
+
+    @staticmethod
+    def _scan_store(stored: str, child: ChildScan | None) -> StoreScan:
+        """The child's scan of stored/, or this process's own if it gave none."""
+        if child is not None:
+            scan = child.result()
+            if scan is not None:
+                return scan
+            log.warning(
+                "shaman gc: scanning the store in a child process failed (%s); "
+                "scanning it in the manager instead",
+                child.failure,
+            )
+        return scan_stored(stored, BLOB_SUFFIXES)
 
     @staticmethod
     def _abort(stats: SweepStats, errors: list[str]) -> SweepStats:
@@ -215,47 +218,49 @@ class GarbageCollector:
 
     def _find_candidates(
         self,
-        blobs: list[tuple[str, int, int]],
+        scan: StoreScan,
         linked: Linked,
         cutoff: float,
         stats: SweepStats,
-    ) -> list[tuple[str, int, int]]:
-        """Old, unlinked blobs as (path, dev, ino)."""
-        candidates: list[tuple[str, int, int]] = []
-        for path, dev, ino in blobs:
-            # d_ino came free from readdir: linked blobs need no stat at all.
-            if linked.has(path, dev, ino):
+    ) -> list[tuple[str, str]]:
+        """Old, unlinked blobs as (key, path), in key order."""
+        stored = str(self.store.stored_dir)
+        candidates: list[tuple[str, str]] = []
+        # Linked by key needs no stat at all, and d_ino came free from readdir.
+        for key in sorted(scan.blobs.keys() - linked.keys):
+            if (scan.dev(key), scan.blobs[key]) in linked.inodes:
                 continue
+            path = f"{stored}/{key}"
             try:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if st.st_mtime < cutoff and not linked.has(path, st.st_dev, st.st_ino):
-                candidates.append((path, st.st_dev, st.st_ino))
-        stats.blobs_checked = len(blobs)
+            if st.st_mtime < cutoff and not linked.has(key, st.st_dev, st.st_ino):
+                candidates.append((key, path))
+        stats.blobs_checked = len(scan.blobs)
         return candidates
 
     def _delete_batch(
         self,
-        batch: list[tuple[str, int, int]],
+        batch: list[tuple[str, str]],
         linked: Linked,
         cutoff: float,
         dry_run: bool,
         stats: SweepStats,
-        dir_counts: dict[str, int],
+        emptied: set[str],
     ) -> None:
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(self.lock.exclusive())
             except OSError as exc:  # out of descriptors, most likely
                 raise _LockFailed(describe(str(self.lock.path), exc)) from exc
-            for path, _dev, _ino in batch:
+            for key, path in batch:
                 try:
                     st = os.lstat(path)
                 except OSError:
                     continue
                 # Touched or re-created since the walk: a checkout or request wants it.
-                if st.st_mtime >= cutoff or linked.has(path, st.st_dev, st.st_ino):
+                if st.st_mtime >= cutoff or linked.has(key, st.st_dev, st.st_ino):
                     continue
                 if not dry_run:
                     try:
@@ -263,30 +268,36 @@ class GarbageCollector:
                     except OSError as exc:
                         log.warning("shaman gc: cannot delete %s: %s", path, exc)
                         continue
-                    parent = os.path.dirname(path)
-                    if parent in dir_counts:
-                        dir_counts[parent] -= 1
+                    emptied.add(os.path.dirname(path))
                 stats.files_deleted += 1
                 stats.bytes_deleted += st.st_size
                 stats.deleted.append(path)
 
-    def _remove_empty_dirs(self, dir_counts: dict[str, int]) -> int:
+    def _remove_empty_dirs(self, dirs: list[str]) -> int:
+        """rmdir these dirs of stored/ (found empty, or emptied by the sweep), and the
+        two-letter dir of each one removed; one that is not empty (an upload just put
+        a blob there) fails harmlessly and is kept."""
         removed = 0
-        # Blob dirs first (deepest), then their two-letter parents.
-        for directory in sorted(dir_counts, key=len, reverse=True):
-            if dir_counts[directory] > 0:
-                continue
+        stored = str(self.store.stored_dir)
+        tops: set[str] = set()
+        for directory in sorted(dirs, key=len, reverse=True):  # blob dirs first
             try:
-                os.rmdir(directory)  # fails harmlessly if an upload just put a blob there
+                os.rmdir(directory)
             except OSError:
                 continue
             removed += 1
             parent = os.path.dirname(directory)
-            if parent in dir_counts:
-                dir_counts[parent] -= 1
+            if parent != stored:
+                tops.add(parent)
+        for top in tops:
+            try:
+                os.rmdir(top)
+                removed += 1
+            except OSError:
+                pass
         uploading = str(self.store.uploading_dir)
-        for top in subdirs(uploading):
-            for sub in subdirs(top):
+        for top in _subdirs(uploading):
+            for sub in _subdirs(top):
                 try:
                     os.rmdir(sub)
                     removed += 1
@@ -298,6 +309,15 @@ class GarbageCollector:
             except OSError:
                 pass
         return removed
+
+
+def _subdirs(path: str) -> list[str]:
+    """The real subdirectories of `path` (none if it cannot be listed)."""
+    try:
+        with os.scandir(path) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 class _LockFailed(Exception):

@@ -1,23 +1,23 @@
-"""What a garbage-collection sweep sees: the links under the checkout roots and the
-blob files in `stored/`, read without following anything it need not follow (see
-`gc` for how a sweep uses them)."""
+"""What a garbage-collection sweep sees of the checkouts: the links under their roots,
+read without following anything it need not follow (see `gc` for how a sweep uses
+them, and `gc_scan` for what it sees of `stored/`)."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .checkout import TEMP_PREFIX
-from .store.layout import BLOB_SUFFIXES
+from .gc_scan import GONE, describe
 
-# Errors meaning "this entry is gone, or reaches nothing": no reason to stop a sweep.
-GONE = frozenset({errno.ENOENT, errno.ENOTDIR})
+# Errors meaning "this link reaches nothing": no reason to stop a sweep.
 REACHES_NOTHING = GONE | {errno.ELOOP, errno.ENAMETOOLONG}
 
-
-def describe(path: str, exc: OSError) -> str:
-    return f"{path}: {exc.strerror or exc} (errno {exc.errno})"
+# In a link target naming a blob, "ab/" and the 62 characters of its dir come right
+# before the last "/": the blob's key starts this many characters before that "/".
+_KEY_HEAD = 2 + 1 + 62
 
 
 def collect_links(
@@ -44,12 +44,12 @@ def collect_links(
             is_root = False
             continue
         is_root = False
+        found: list[str] = []
         with it:
             try:
                 for entry in it:
                     if entry.is_symlink():
-                        seen += 1
-                        links.add(directory, entry.path, errors)
+                        found.append(entry.path)
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                         if stale_temps is not None and entry.name.startswith(TEMP_PREFIX):
@@ -58,54 +58,79 @@ def collect_links(
                 # Reading the listing (or an entry's type) failed partway: this
                 # dir's remaining links are unknown.
                 errors.append(describe(directory, exc))
+        seen += len(found)
+        links.add(directory, found, errors)
     return seen
 
 
 @dataclass
 class Linked:
-    """What the checkouts link to: blobs by path below stored/ (their text-resolved
+    """What the checkouts link to: blobs by key below stored/ (the text-resolved
     links) and by (dev, ino) (the followed ones)."""
 
     keys: set[str]  # "ab/cdef…/SIZE.blob"
-    cut: int  # length of the stored/ path the blob paths asked about start with, plus 1
     inodes: set[tuple[int, int]]
 
-    def has(self, path: str, dev: int, ino: int) -> bool:
-        return path[self.cut :] in self.keys or (dev, ino) in self.inodes
+    def has(self, key: str, dev: int, ino: int) -> bool:
+        return key in self.keys or (dev, ino) in self.inodes
 
 
 class Links:
-    """Collects the targets of the links found by the walk, then resolves them."""
+    """Collects the links the walk finds; `settle` resolves them against the blobs.
+
+    A link whose target, joined in text to the link's own physical directory, names a
+    regular blob the scan of stored/ found (through real directories only) reaches that
+    very file. Any other link is followed with stat.
+    """
 
     def __init__(self, stored: str) -> None:
-        self._prefix = stored + os.sep  # `stored` is the physical path of stored/
-        self._textual: list[tuple[str, str]] = []  # (target key below stored/, link path)
+        self._stored = stored  # the physical path of stored/
+        # Key below stored/ -> one link whose target names it in text. One per key is
+        # enough: links naming the same path in text all reach the same file.
+        self._textual: dict[str, str] = {}
         self._others: list[str] = []  # links to follow with stat
         self._parents: dict[tuple[str, int], str | None] = {}
 
-    def add(self, directory: str, link: str, errors: list[str]) -> None:
-        """A symlink at `link`, in the physical directory `directory`; a link that
-        cannot be read (and is not just gone) is appended to `errors`."""
-        try:
-            target = os.readlink(link)
-        except OSError as exc:
-            # Gone meanwhile (ENOENT), or replaced by something not a link (EINVAL).
-            if exc.errno not in GONE and exc.errno != errno.EINVAL:
-                errors.append(describe(link, exc))
-            return
-        if not target.startswith(os.sep):
-            ups = 0
-            while target.startswith("../", ups * 3):
-                ups += 1
-            base = self._ancestor(directory, ups)
-            if base is None:
-                self._others.append(link)
-                return
-            target = f"{base}{os.sep}{target[ups * 3 :]}"
-        if target.startswith(self._prefix):
-            self._textual.append((target[len(self._prefix) :], link))
-        else:
-            self._others.append(link)
+    def add(self, directory: str, links: list[str], errors: list[str]) -> None:
+        """The symlinks `links`, all in the physical directory `directory`; a link
+        that cannot be read (and is not just gone) is appended to `errors`."""
+        readlink, textual, others = os.readlink, self._textual, self._others
+        # The part of a target before a blob's key -> whether it means stored/ from
+        # here; all links of one checkout dir share it.
+        means_stored: dict[str, bool] = {}
+        for link in links:
+            try:
+                target = readlink(link)
+            except OSError as exc:
+                # Gone meanwhile (ENOENT), or replaced by something not a link (EINVAL).
+                if exc.errno not in GONE and exc.errno != errno.EINVAL:
+                    errors.append(describe(link, exc))
+                continue
+            start = target.rfind("/") - _KEY_HEAD
+            if start > 1 and target[start - 1] == "/":
+                head = target[: start - 1]
+                ok = means_stored.get(head)
+                if ok is None:
+                    ok = means_stored[head] = self._resolve(directory, head) == self._stored
+                if ok:
+                    textual[target[start:]] = link
+                    continue
+            others.append(link)
+
+    def _resolve(self, directory: str, head: str) -> str | None:
+        """The path `head` (a link target's leading part) names, resolved in text from
+        `directory`, or None where only the kernel can say (above the root)."""
+        if head.startswith(os.sep):
+            return head
+        head += "/"
+        ups = 0
+        while head.startswith("../", ups * 3):
+            ups += 1
+        base = self._ancestor(directory, ups)
+        if base is None:
+            return None
+        rest = head[ups * 3 : -1]
+        return f"{base}/{rest}" if rest else base
 
     def _ancestor(self, directory: str, ups: int) -> str | None:
         key = (directory, ups)
@@ -124,22 +149,13 @@ class Links:
         self._parents[key] = found
         return found
 
-    def settle(self, blob_keys: set[str], cut: int, errors: list[str]) -> Linked:
-        """The linked set, given the regular blob files the walk of stored/ found (as
-        paths below it) and the length of the path prefix `has` will cut off. A link
+    def settle(self, blobs: Mapping[str, int], errors: list[str]) -> Linked:
+        """The linked set, given the blobs the scan of stored/ found (by key). A link
         that cannot be followed for another reason than reaching nothing (dangling, a
-        loop) is appended to `errors`: it might reach a blob.
-
-        A text-resolved target that is one of them is the file the link reaches (every
-        component is a real directory, the last a regular file); any other is followed.
-        """
-        keys: set[str] = set()
-        others = self._others
-        for key, link in self._textual:
-            if key in blob_keys:
-                keys.add(key)
-            else:
-                others.append(link)
+        loop) is appended to `errors`: it might reach a blob."""
+        textual = self._textual
+        keys = textual.keys() & blobs.keys()
+        others = [*self._others, *(textual[key] for key in textual.keys() - keys)]
         inodes: set[tuple[int, int]] = set()
         for link in others:
             try:
@@ -149,7 +165,7 @@ class Links:
                     errors.append(describe(link, exc))
                 continue
             inodes.add((st.st_dev, st.st_ino))
-        return Linked(keys, cut, inodes)
+        return Linked(keys, inodes)
 
 
 def note_stale_temp(entry: os.DirEntry[str], start: float, stale_temps: list[str]) -> None:
@@ -165,54 +181,3 @@ def note_stale_temp(entry: os.DirEntry[str], start: float, stale_temps: list[str
         return  # gone, or unknown: left for a later sweep
     if mtime < start:
         stale_temps.append(entry.path)
-
-
-def scan_stored(
-    tops: list[str],
-) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
-    """The regular blob files below these two-letter dirs of stored/ as (path, dev,
-    inode from readdir), the entry count of each dir, and the dirs that could not be
-    read ("path: error"; their blobs are left out, so kept). Symlinked dirs are not
-    entered."""
-    blobs: list[tuple[str, int, int]] = []
-    dir_counts: dict[str, int] = {}
-    errors: list[str] = []
-    for top in tops:
-        try:
-            dev = os.stat(top).st_dev
-        except OSError as exc:
-            if exc.errno not in GONE:
-                errors.append(describe(top, exc))
-            continue
-        failed = len(errors)
-        blob_dirs = subdirs(top, errors)
-        if len(errors) == failed:
-            dir_counts[top] = len(blob_dirs)
-        for blob_dir in blob_dirs:
-            count = 0
-            try:
-                with os.scandir(blob_dir) as it:
-                    for entry in it:
-                        count += 1
-                        name = entry.name
-                        if name.endswith(BLOB_SUFFIXES) and entry.is_file(follow_symlinks=False):
-                            blobs.append((entry.path, dev, entry.inode()))
-            except OSError as exc:
-                if exc.errno not in GONE:
-                    errors.append(describe(blob_dir, exc))
-                # Its count stays unknown: never removed as empty.
-                continue
-            dir_counts[blob_dir] = count
-    return blobs, dir_counts, errors
-
-
-def subdirs(path: str, errors: list[str] | None = None) -> list[str]:
-    """The real subdirectories of `path`; a listing error other than "gone" is appended
-    to `errors` (if given) and yields none."""
-    try:
-        with os.scandir(path) as it:
-            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError as exc:
-        if errors is not None and exc.errno not in GONE:
-            errors.append(describe(path, exc))
-        return []

@@ -243,7 +243,7 @@ class CheckoutBuilder:
         presence = self.store.presence
 
         def touch(keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
-            found = ((key, presence(*key, touch=True)) for key in keys)
+            found = ((key, presence(*key, touch=True, expected=True)) for key in keys)
             return [(key, state) for key, state in found if state is not Presence.DURABLE]
 
         states = in_parallel(self._pool, touch, list(set(by_path.values())))

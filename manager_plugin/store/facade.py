@@ -100,9 +100,11 @@ class FileStore:
 
     # ---- status ------------------------------------------------------------
 
-    def presence(self, sha: str, size: int, *, touch: bool = True) -> Presence:
+    def presence(
+        self, sha: str, size: int, *, touch: bool = True, expected: bool = False
+    ) -> Presence:
         """Durable, pending (answered, not synced yet) or missing; see `pending`."""
-        return self._pending.presence(sha, size, touch=touch)
+        return self._pending.presence(sha, size, touch=touch, expected=expected)
 
     def touch(self, sha: str, size: int) -> bool:
         """Stored (either form)? If so its mtime becomes now (GC spares it)."""

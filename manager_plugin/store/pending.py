@@ -85,13 +85,16 @@ class PendingBlobs:
         self._unflushed = 0  # pending blobs written since the last early flush started
         self._flushing: Future[None] | None = None
 
-    def presence(self, sha: str, size: int, *, touch: bool) -> Presence:
+    def presence(self, sha: str, size: int, *, touch: bool, expected: bool = False) -> Presence:
         """DURABLE, PENDING or MISSING; with `touch`, what is there gets mtime now (GC
-        spares it). A wrong blob of either form is moved to quarantine on the way."""
+        spares it). A wrong blob of either form is moved to quarantine on the way.
+        `expected`: the caller (a checkout) expects the blob stored, so it is looked at
+        at once."""
         layout = self._layout
         # A file never sent has no directory: one check that raises nothing, instead of
         # two lstats that each raise (a first upload asks twice per file, GET and POST).
-        if not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
+        # For a blob that is there, that check is one system call too many.
+        if not expected and not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
             self._mine.pop((sha, size), None)
             return Presence.MISSING
         if layout.touch(sha, size) if touch else layout.is_stored(sha, size):

@@ -239,14 +239,8 @@ class CheckoutBuilder:
     def _touch_all(self, by_path: dict[str, tuple[str, int]]) -> None:
         """Touch each unique blob (proves it exists and keeps GC off it) and make the
         pending ones durable (see `store.pending`): a checkout links synced blobs only."""
-        # `FileStore.presence` also checks each blob's size (a wrong one is quarantined).
-        presence = self.store.presence
-
-        def touch(keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
-            found = ((key, presence(*key, touch=True, expected=True)) for key in keys)
-            return [(key, state) for key, state in found if state is not Presence.DURABLE]
-
-        states = in_parallel(self._pool, touch, list(set(by_path.values())))
+        # Each blob's size is checked too (a wrong one is quarantined); see `FileStore`.
+        states = in_parallel(self._pool, self.store.touch_expected, list(set(by_path.values())))
         wanted = {key for key, state in states if state is Presence.MISSING}
         pending = [key for key, state in states if state is Presence.PENDING]
         if pending and not wanted:

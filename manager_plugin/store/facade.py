@@ -100,11 +100,14 @@ class FileStore:
 
     # ---- status ------------------------------------------------------------
 
-    def presence(
-        self, sha: str, size: int, *, touch: bool = True, expected: bool = False
-    ) -> Presence:
+    def presence(self, sha: str, size: int, *, touch: bool = True) -> Presence:
         """Durable, pending (answered, not synced yet) or missing; see `pending`."""
-        return self._pending.presence(sha, size, touch=touch, expected=expected)
+        return self._pending.presence(sha, size, touch=touch)
+
+    def touch_expected(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
+        """Touch the blobs a checkout links; those not durable, with what they are
+        (see `pending.PendingBlobs.touch_expected`)."""
+        return self._pending.touch_expected(keys)
 
     def touch(self, sha: str, size: int) -> bool:
         """Stored (either form)? If so its mtime becomes now (GC spares it)."""

@@ -103,6 +103,25 @@ class Layout:
         except FileNotFoundError:
             return False
 
+    def touch_many(self, keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """`touch` for many blobs, in one tight loop: the keys whose `.blob` is not there
+        as a regular file of the right size, untouched, for the caller to ask about one
+        by one (`held` quarantines a wrong one, a `.pending` may stand in for it)."""
+        lstat, utime, is_regular = os.lstat, os.utime, stat.S_ISREG
+        rest: list[tuple[str, int]] = []
+        for key in keys:
+            sha, size = key
+            path = self.blob_path(sha, size)
+            try:
+                st = lstat(path)
+                if is_regular(st.st_mode) and st.st_size == size:
+                    utime(path)
+                    continue
+            except FileNotFoundError:
+                pass
+            rest.append(key)
+        return rest
+
     def holds(self, path: str, size: int) -> bool:
         """True if the blob at `path` is a regular file of `size` bytes (see `held`)."""
         return self.held(path, size) is not None

@@ -85,21 +85,30 @@ class PendingBlobs:
         self._unflushed = 0  # pending blobs written since the last early flush started
         self._flushing: Future[None] | None = None
 
-    def presence(self, sha: str, size: int, *, touch: bool, expected: bool = False) -> Presence:
+    def presence(self, sha: str, size: int, *, touch: bool) -> Presence:
         """DURABLE, PENDING or MISSING; with `touch`, what is there gets mtime now (GC
-        spares it). A wrong blob of either form is moved to quarantine on the way.
-        `expected`: the caller (a checkout) expects the blob stored, so it is looked at
-        at once."""
+        spares it). A wrong blob of either form is moved to quarantine on the way."""
         layout = self._layout
         # A file never sent has no directory: one check that raises nothing, instead of
         # two lstats that each raise (a first upload asks twice per file, GET and POST).
-        # For a blob that is there, that check is one system call too many.
-        if not expected and not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
+        if not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
             self._mine.pop((sha, size), None)
             return Presence.MISSING
         if layout.touch(sha, size) if touch else layout.is_stored(sha, size):
             return Presence.DURABLE
         return Presence.PENDING if self._trusted(sha, size, touch) else Presence.MISSING
+
+    def touch_expected(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
+        """`presence(touch=True)` of blobs a checkout expects stored: the keys that are
+        not DURABLE, with what they are. The durable ones, nearly always all of them,
+        cost one lstat and one utime each (no check of their directory first)."""
+        return [(key, self._presence_of_rest(*key)) for key in self._layout.touch_many(keys)]
+
+    def _presence_of_rest(self, sha: str, size: int) -> Presence:
+        """`presence(touch=True)` of a blob whose `.blob` was just found wanting."""
+        if self._layout.touch(sha, size):  # it arrived meanwhile
+            return Presence.DURABLE
+        return Presence.PENDING if self._trusted(sha, size, True) else Presence.MISSING
 
     def _trusted(self, sha: str, size: int, touch: bool) -> bool:
         key = (sha, size)

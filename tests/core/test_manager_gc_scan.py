@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import put_blob
 
+from manager_plugin import gc as gc_module
 from manager_plugin import gc_scan
 from manager_plugin.gc import GarbageCollector
 from manager_plugin.gc_scan import ChildScan, scan_stored
@@ -110,16 +111,22 @@ def test_a_child_that_gives_no_scan_leaves_the_scan_to_the_manager(
     assert "scanning it in the manager instead" in warnings[0]
 
 
-def test_an_aborted_sweep_stops_the_child(tmp_path, monkeypatch):
-    store, _blobs = odd_store(tmp_path)
-    started: list[ChildScan] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[ChildScan]:
+    """Every ChildScan started from now on."""
+    children: list[ChildScan] = []
     real_init = ChildScan.__init__
 
     def remember(self: ChildScan, *args: object) -> None:
         real_init(self, *args)
-        started.append(self)
+        children.append(self)
 
     monkeypatch.setattr(gc_scan.ChildScan, "__init__", remember)
+    return children
+
+
+def test_an_aborted_sweep_stops_the_child(tmp_path, started):
+    store, _blobs = odd_store(tmp_path)
     gc = collector(store, extra_checkout_paths=[tmp_path / "unmounted-share"])
     stats = gc.sweep()
     assert stats.aborted and stats.files_deleted == 0
@@ -134,3 +141,26 @@ def test_no_interpreter_at_all_leaves_the_scan_to_the_manager(tmp_path, monkeypa
     child = ChildScan(str(store.stored_dir), BLOB_SUFFIXES)
     assert child.result() is None
     assert child.failure == "no Python interpreter to run it with"
+
+
+def test_a_small_store_is_scanned_in_the_manager_from_the_second_sweep_on(
+    tmp_path, monkeypatch, started
+):
+    """A child costs ~50 ms to start: after a sweep that saw fewer blobs than
+    CHILD_SCAN_MIN_BLOBS, the next one scans stored/ itself; a bigger store, in a child."""
+    store = FileStore(tmp_path / "storage")
+    store.ensure_dirs()
+    for i in range(3):
+        put_blob(store, f"young {i}".encode())  # younger than maxAge: kept
+    monkeypatch.setattr(gc_module, "CHILD_SCAN_MIN_BLOBS", 4)
+    gc = collector(store)
+    assert gc.sweep().blobs_checked == 3  # the first sweep knows no size yet: a child
+    assert len(started) == 1
+    assert gc.sweep().blobs_checked == 3  # 3 < 4: scanned here
+    put_blob(store, b"young 3")
+    assert gc.sweep().blobs_checked == 4  # the last one saw 3: here again
+    assert len(started) == 1
+    assert gc.sweep().blobs_checked == 4  # the last one saw 4: a child
+    assert len(started) == 2
+    assert collector(store, scan_in_child=False).sweep().blobs_checked == 4
+    assert len(started) == 2

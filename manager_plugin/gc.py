@@ -12,7 +12,7 @@ a read of every blob's inode. A sweep:
 1. takes the storage lock exclusively for a moment (a barrier: checkouts in
    flight finish first) and records the start time T from the filesystem clock;
 2. walks `jobs/` and every extra checkout path, collecting link targets, while a
-   child process walks `stored/` (see `gc_scan`: two cores, not one);
+   child process walks a big `stored/` (see `gc_scan`: two cores, not one);
 3. candidates are the blobs no link resolves to with mtime < T - maxAge;
 4. per batch, under the exclusive lock, re-stats and re-checks each candidate
    and unlinks it. A checkout started after T touched its blobs (mtime >= T),

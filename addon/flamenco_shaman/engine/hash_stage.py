@@ -53,6 +53,7 @@ class HashStage:
 
     def add(self, entries: list[Entry]) -> None:
         hits: list[Entry] = []
+        hit_bytes = 0
         for entry in entries:
             try:
                 st: os.stat_result | None = os.stat(entry.source)
@@ -64,7 +65,7 @@ class HashStage:
                 if sha is not None:
                     entry.sha, entry.size, entry.mtime_ns = sha, st.st_size, st.st_mtime_ns
                     entry.from_cache = True
-                    self._tracker.discovered_hashed(st.st_size, entry.pack_path)
+                    hit_bytes += st.st_size
                     hits.append(entry)
                     continue
             with self._lock:
@@ -72,6 +73,7 @@ class HashStage:
             self._tracker.discovered(st.st_size if st is not None else 0, entry.pack_path)
             self._pool.submit(self._run.run_or_stop, self._hash, entry, st)
         if hits:
+            self._tracker.discovered_hashed(hit_bytes, hits[-1].pack_path, len(hits))
             self.hashed.put(hits)  # queued before tracing_done() can queue the end
 
     def tracing_done(self) -> None:

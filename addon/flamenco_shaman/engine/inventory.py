@@ -82,12 +82,19 @@ class Inventory:
 
     def settle(self, blob: Blob) -> None:
         """The manager has this blob; count its files once."""
+        self.settle_many([blob])
+
+    def settle_many(self, blobs: list[Blob]) -> None:
+        """`settle` for many blobs, counted in one report."""
+        files = nbytes = 0
         with self._lock:
-            if blob.settled:
-                return
-            blob.settled = True
-            files, nbytes = len(blob.entries), blob.size * len(blob.entries)
-        self._on_settled(files, nbytes)
+            for blob in blobs:
+                if not blob.settled:
+                    blob.settled = True
+                    files += len(blob.entries)
+                    nbytes += blob.size * len(blob.entries)
+        if files:
+            self._on_settled(files, nbytes)
 
     def reidentify(self, entry: Entry, sha: str, size: int, mtime_ns: int) -> Key:
         """Move a changed file to its new identity; returns the key that now needs sending."""

@@ -67,8 +67,7 @@ class Negotiator:
         """The optimistic checkout succeeded: the held-back files are on the manager."""
         with self._lock:
             held, self._held = self._held, []
-        for blob in held:
-            self._inventory.settle(blob)
+        self._inventory.settle_many(held)
 
     def forget_held_back(self) -> None:
         """The checkout refused: what was held back is asked about with everything else."""

@@ -65,12 +65,13 @@ class ProgressTracker:
             self.current_file = name
         self._report()
 
-    def discovered_hashed(self, size: int, name: str) -> None:
-        """discovered() and hashed() at once, for a file whose checksum was cached."""
+    def discovered_hashed(self, size: int, name: str, files: int = 1) -> None:
+        """discovered() and hashed() at once, for files whose checksums were cached
+        (`size` bytes in all; `name` is the last of them)."""
         with self._lock:
-            self.files_total += 1
+            self.files_total += files
             self.bytes_total += size
-            self.files_hashed += 1
+            self.files_hashed += files
             self.bytes_hashed += size
             self.current_file = name
         self._report()

@@ -101,7 +101,7 @@ class ChildScan:
         args = [sys.executable, "-I", "-S", __file__, stored, *suffixes]
         try:
             self._proc = subprocess.Popen(
-                [os.fsencode(a) for a in args],
+                args,  # str: POSIX encodes it as os.fsencode does, Windows takes no bytes
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -63,6 +63,17 @@ def test_the_child_sees_what_a_scan_in_this_process_sees(tmp_path):
     assert scan.dev(odd_key) == os.stat(stored).st_dev
 
 
+def test_the_child_scans_a_store_whose_path_is_not_utf8(tmp_path):
+    stored = tmp_path / os.fsdecode(b"st\xf6red")  # Latin-1, as an old share may name it
+    blob_dir = stored / "ab" / ("c" * 62)
+    blob_dir.mkdir(parents=True)
+    (blob_dir / "1.blob").write_bytes(b"x")
+    child = ChildScan(str(stored), BLOB_SUFFIXES)
+    scan = child.result()
+    assert scan is not None, child.failure
+    assert list(scan.blobs) == [f"ab/{'c' * 62}/1.blob"]
+
+
 def test_a_store_that_cannot_be_listed_is_reported_by_the_child(tmp_path):
     too_long = f"{tmp_path}/{'x' * 200}" * 25  # longer than any path the kernel takes
     child = ChildScan(too_long, BLOB_SUFFIXES)

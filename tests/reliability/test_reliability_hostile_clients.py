@@ -277,6 +277,10 @@ def test_body_trickle_gets_408(manager_factory, kind):
     manager = manager_factory(body_read_timeout=1.0, body_min_rate=1000.0)
     size = SPLICED if kind == "spliced upload" else 64 * 1024
     data = os.urandom(size)
+    if kind == "batch":
+        # Without a newline the first record's header never ends: a newline among the
+        # bytes sent before the rate floor trips would end it, and get a (right) 400.
+        data = data.replace(b"\n", b" ")
     path = {
         "upload": f"/api/v3/shaman/files/{sha256(data)}/{size}",
         "spliced upload": f"/api/v3/shaman/files/{sha256(data)}/{size}",

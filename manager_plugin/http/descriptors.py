@@ -85,6 +85,8 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, throttled: ThrottledLog
                 "(new connections wait in the backlog until resources free up)",
             )
             return
+        if _is_retry_after_close(context):
+            return
         if previous is not None:
             previous(loop, context)
         else:
@@ -129,3 +131,25 @@ def deepen_accept_queue(fds: list[int], depth: int) -> None:
             dup.listen(depth)
         finally:
             dup.close()
+
+
+def _is_retry_after_close(context: dict[str, Any]) -> bool:
+    """Whether this is asyncio retrying accept() on a listening socket that is closed.
+
+    After each accept() that fails for lack of resources, asyncio schedules another
+    `_start_serving` of the socket, up to one per connection waiting in the backlog. If
+    the server closes (shutdown) while such retries are pending, each of them fails on
+    the closed socket (ValueError: invalid file descriptor -1) with a traceback, though
+    nothing is left to serve. Read from asyncio's handle; anything else is reported.
+    """
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    if getattr(callback, "__name__", "") != "_start_serving":
+        return False
+    args: tuple[Any, ...] = getattr(handle, "_args", None) or ()
+    sock = args[1] if len(args) > 1 else None
+    return (
+        isinstance(context.get("exception"), ValueError | OSError)
+        and isinstance(sock, socket.socket)
+        and sock.fileno() == -1
+    )

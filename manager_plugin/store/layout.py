@@ -44,6 +44,11 @@ def parse_blob_path(rel_dir: tuple[str, ...], name: str) -> tuple[str, int] | No
     return head + tail, int(match.group(1))
 
 
+def is_blob(st: os.stat_result, size: int) -> bool:
+    """Whether what lstat saw can be the blob of `size` bytes: a regular file that long."""
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
 def make_leaf_dir(directory: str, *, parent_first: bool) -> None:
     """Make `directory` ({sha[:2]}/{sha[2:]} under stored/ or uploading/) and its parent,
     with as few (failing) syscalls as the usual case allows: `parent_first` when the
@@ -107,14 +112,13 @@ class Layout:
         """`touch` for many blobs, in one tight loop: the keys whose `.blob` is not there
         as a regular file of the right size, untouched, for the caller to ask about one
         by one (`held` quarantines a wrong one, a `.pending` may stand in for it)."""
-        lstat, utime, is_regular = os.lstat, os.utime, stat.S_ISREG
+        lstat, utime = os.lstat, os.utime
         rest: list[tuple[str, int]] = []
         for key in keys:
             sha, size = key
             path = self.blob_path(sha, size)
             try:
-                st = lstat(path)
-                if is_regular(st.st_mode) and st.st_size == size:
+                if is_blob(lstat(path), size):
                     utime(path)
                     continue
             except FileNotFoundError:
@@ -138,7 +142,7 @@ class Layout:
             st = os.lstat(path)
         except FileNotFoundError:
             return None
-        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+        if is_blob(st, size):
             return st
         self.quarantine(path, st, size)
         return None

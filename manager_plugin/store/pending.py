@@ -94,21 +94,19 @@ class PendingBlobs:
         if not os.access(f"{layout.stored}/{sha[:2]}/{sha[2:]}", os.F_OK):
             self._mine.pop((sha, size), None)
             return Presence.MISSING
-        if layout.touch(sha, size) if touch else layout.is_stored(sha, size):
-            return Presence.DURABLE
-        return Presence.PENDING if self._trusted(sha, size, touch) else Presence.MISSING
+        return self._present(sha, size, touch)
 
     def touch_expected(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], Presence]]:
         """`presence(touch=True)` of blobs a checkout expects stored: the keys that are
         not DURABLE, with what they are. The durable ones, nearly always all of them,
         cost one lstat and one utime each (no check of their directory first)."""
-        return [(key, self._presence_of_rest(*key)) for key in self._layout.touch_many(keys)]
+        return [(key, self._present(*key, True)) for key in self._layout.touch_many(keys)]
 
-    def _presence_of_rest(self, sha: str, size: int) -> Presence:
-        """`presence(touch=True)` of a blob whose `.blob` was just found wanting."""
-        if self._layout.touch(sha, size):  # it arrived meanwhile
+    def _present(self, sha: str, size: int, touch: bool) -> Presence:
+        """`presence` once the blob's directory may exist: its `.blob`, else its `.pending`."""
+        if self._layout.touch(sha, size) if touch else self._layout.is_stored(sha, size):
             return Presence.DURABLE
-        return Presence.PENDING if self._trusted(sha, size, True) else Presence.MISSING
+        return Presence.PENDING if self._trusted(sha, size, touch) else Presence.MISSING
 
     def _trusted(self, sha: str, size: int, touch: bool) -> bool:
         key = (sha, size)

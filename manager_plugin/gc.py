@@ -43,7 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .fstree import remove_tree
-from .gc_scan import ChildScan, StoreScan, describe, scan_stored
+from .gc_scan import ChildScan, StoreScan, describe, scan_stored, subdir_names
 from .gc_walk import Linked, Links, collect_links
 from .heap import cyclic_collector_paused
 from .locking import StorageLock
@@ -324,11 +324,7 @@ class GarbageCollector:
 
 def _subdirs(path: str) -> list[str]:
     """The real subdirectories of `path` (none if it cannot be listed)."""
-    try:
-        with os.scandir(path) as it:
-            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
+    return [f"{path}/{name}" for name in subdir_names(path, []) or []]
 
 
 class _LockFailed(Exception):

@@ -50,19 +50,13 @@ def scan_stored(stored: str, suffixes: tuple[str, ...]) -> StoreScan:
     reported, and its blobs are left out, so kept."""
     scan = StoreScan()
     blobs = scan.blobs
-    try:
-        with os.scandir(stored) as it:
-            tops = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError as exc:
-        if exc.errno not in GONE:
-            scan.errors.append(describe(stored, exc))
-        return scan
-    for top in tops:
+    for top in subdir_names(stored, scan.errors) or []:
         top_path = f"{stored}/{top}"
+        subs = subdir_names(top_path, scan.errors)
+        if subs is None:
+            continue
         try:
             scan.devs[top] = os.stat(top_path).st_dev
-            with os.scandir(top_path) as it:
-                subs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
         except OSError as exc:
             if exc.errno not in GONE:
                 scan.errors.append(describe(top_path, exc))
@@ -87,6 +81,18 @@ def scan_stored(stored: str, suffixes: tuple[str, ...]) -> StoreScan:
             if not held:
                 scan.empty.append(blob_dir)
     return scan
+
+
+def subdir_names(path: str, errors: list[str]) -> list[str] | None:
+    """The names of the real subdirectories of `path`, or None if it cannot be listed
+    (then the error is appended to `errors`, unless `path` is just gone)."""
+    try:
+        with os.scandir(path) as it:
+            return [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError as exc:
+        if exc.errno not in GONE:
+            errors.append(describe(path, exc))
+        return None
 
 
 class ChildScan:
